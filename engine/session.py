@@ -89,11 +89,12 @@ class Session:
     def allocate(self, method: str, target: float, metric: str = "wanda") -> Allocation:
         return compute_allocation(method, target, self.allocation_inputs(metric))
 
-    def prune(self, allocation: Allocation, metric: str, pattern: NMPattern | None = None) -> PruneResult:
+    def prune(self, allocation: Allocation, metric: str, pattern: NMPattern | None = None,
+              progress: Progress | None = None) -> PruneResult:
         if pattern is not None and any(abs(r - pattern.ratio) > 1e-9 for r in allocation.linear_ratios.values()):
             raise WorkbenchError(f"an {pattern} pattern prunes every layer to {pattern.ratio:g}: use the uniform "
                                  f"allocation at sparsity {pattern.ratio:g}")
-        achieved = self.pruner(metric, pattern).apply(allocation.linear_ratios, self.progress)
+        achieved = self.pruner(metric, pattern).apply(allocation.linear_ratios, progress or self.progress)
         params = {n: self.dense[n].numel() for n in achieved}
         overall = sum(achieved[n] * params[n] for n in achieved) / sum(params.values())
         self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, achieved, overall)
@@ -105,9 +106,9 @@ class Session:
             restore_dense(self.blocks, self.dense)
             self.pruned = None
 
-    def perplexity(self, split: str = "evaluation") -> float:
+    def perplexity(self, split: str = "evaluation", progress: Progress | None = None) -> float:
         return perplexity(self.model, self.windows(split), batch_size=self.data.batch_size,
-                          progress=self.progress, stage=f"{split} perplexity")
+                          progress=progress or self.progress, stage=f"{split} perplexity")
 
     def dense_reference(self, split: str) -> DenseReference:
         if split not in self._references:
@@ -119,8 +120,19 @@ class Session:
                 self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern))
         return self._references[split]
 
-    def kl(self, split: str = "evaluation") -> float:
-        return self.dense_reference(split).kl(self.model, self.progress)
+    def kl(self, split: str = "evaluation", progress: Progress | None = None) -> float:
+        return self.dense_reference(split).kl(self.model, progress or self.progress)
+
+    def cache_bytes(self) -> dict[str, int]:
+        """Memory held by the caches that make re-pruning cheap, by cache."""
+        tensors = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+        out = {"dense weights": tensors(self.dense.values()) if "dense" in self.__dict__ else 0,
+               "row orders": sum(p.order_bytes() for p in self._pruners.values()),
+               "calibration": self._calibration.nbytes() if self._calibration else 0,
+               "block samples": sum(tensors(s.matrix for s in i.samples) for i in self._inputs.values()
+                                    if "samples" in i.__dict__),
+               "dense references": sum(r.nbytes for r in self._references.values())}
+        return out
 
 
 __all__ = ["METRICS", "DataConfig", "PruneResult", "Session"]

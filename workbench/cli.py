@@ -74,6 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--function", action="append", default=[], metavar="TEXT",
                     help="an extra allocation function, e.g. 'abslog | var | atan, asin' (repeatable)")
     _output_args(al)
+
+    se = sub.add_parser("search", help="evolutionary search over allocation functions (DSA), pausable and resumable",
+                        description="Searches allocation functions for one target sparsity. The run folder keeps "
+                                    "an append-only log of every candidate and an atomic checkpoint after each: "
+                                    "Ctrl-C stops after the candidate in flight (twice: at once), --resume continues.")
+    se.add_argument("--run", help="run folder to create (required unless --resume)")
+    se.add_argument("--resume", metavar="RUN", help="continue the search stored in RUN with its own settings")
+    _model_args(se)
+    _data_args(se)
+    se.add_argument("--fitness-tokens", type=int, default=DataConfig().fitness_tokens,
+                    help=f"tokens of the fitness split scored per candidate (default {DataConfig().fitness_tokens})")
+    g = se.add_argument_group("search")
+    g.add_argument("--sparsity", type=float, help="target mean sparsity, e.g. 0.7")
+    g.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
+    g.add_argument("--fitness", default="ppl", choices=("ppl", "kl"),
+                   help="perplexity on the fitness split, or KL to the dense model there (default ppl)")
+    g.add_argument("--strategy", default="evolution", choices=("evolution", "random"),
+                   help="evolution, or the random-search baseline with the same budget")
+    g.add_argument("--generations", type=int, default=30, help="generations (default 30)")
+    g.add_argument("--population", type=int, default=24, help="candidates per generation (default 24)")
+    g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
+    g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
+                   help="a function to place in the first population (repeatable)")
+    g.add_argument("--devices", default=None,
+                   help="comma-separated devices evaluating candidates in parallel, or 'all' for every "
+                        "visible GPU (default: one device)")
+    _output_args(se)
     return parser
 
 
@@ -131,3 +158,7 @@ def _jsonable(obj):
     if hasattr(obj, "__dataclass_fields__"):
         return asdict(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,15 +27,20 @@ transformers_logging.disable_progress_bar()
 
 
 def run(args) -> int:
+    if args.command == "search":
+        from workbench.search_command import search
+
+        return search(args)
     return {"prune": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
 def data_config(args) -> DataConfig:
-    for flag in ("seqlen", "calib_tokens", "eval_tokens", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise WorkbenchError(f"--{flag.replace('_', '-')} must be positive (got {getattr(args, flag)})")
-    return DataConfig(corpus=args.corpus, seed=args.seed, seqlen=args.seqlen, calib_tokens=args.calib_tokens,
-                      eval_tokens=args.eval_tokens, batch_size=args.batch_size)
+    flags = ("seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size")
+    values = {f: getattr(args, f) for f in flags if hasattr(args, f)}
+    for flag, value in values.items():
+        if value < 1:
+            raise WorkbenchError(f"--{flag.replace('_', '-')} must be positive (got {value})")
+    return DataConfig(corpus=args.corpus, seed=args.seed, **values)
 
 
 def open_session(args, source: str | None, bars: ProgressBars) -> Session:

@@ -68,8 +68,8 @@ def _gram_correlation(m, numel):
 
 
 def _logdet(m, numel):
-    """log-determinant of the sample's row Gram matrix (rows x rows), scaled by the column count."""
-    g = m @ m.T / m.shape[1]
+    """log-determinant of the sample's Gram matrix over its smaller side, scaled by the larger."""
+    g = (m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T) / max(m.shape)
     sign, logabs = torch.linalg.slogdet(g)
     return torch.where(sign > 0, logabs, torch.tensor(float("nan"), dtype=g.dtype))
 

@@ -1,0 +1,81 @@
+"""Candidate evaluation behind one interface, so several devices can score candidates in parallel."""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from engine.errors import WorkbenchError
+from engine.progress import Progress
+from engine.session import Session
+
+FITNESS = ("ppl", "kl")
+
+
+class Evaluator(Protocol):
+    workers: int
+
+    def evaluate(self, texts: list[str], check: Progress) -> list[tuple[float | None, tuple[float, ...], float, str | None]]:
+        """For each text: (fitness or None, block ratios, seconds, rejection reason or None).
+
+        `check` is called often (every forward batch) and may raise to abandon the batch."""
+        ...
+
+
+class SessionEvaluator:
+    """Scores candidates on one model: allocate from cached block samples, prune from the cached
+    dense weights and row orders, one forward over the fitness split."""
+
+    workers = 1
+
+    def __init__(self, session: Session, sparsity: float, metric: str, fitness: str):
+        if fitness not in FITNESS:
+            raise WorkbenchError(f"unknown fitness '{fitness}'; use one of {', '.join(FITNESS)}")
+        self.session = session
+        self.sparsity = sparsity
+        self.metric = metric
+        self.fitness = fitness
+
+    def prepare(self, progress: Progress) -> None:
+        """Everything that does not depend on the candidate: calibration, samples, orders, references."""
+        s = self.session
+        inputs = s.allocation_inputs(self.metric)
+        inputs.samples  # noqa: B018 - computed once here
+        s.prune(s.allocate("uniform", self.sparsity, self.metric), self.metric, progress=progress)
+        if self.fitness == "kl":
+            s.dense_reference("fitness")
+        s.windows("fitness")
+
+    def evaluate(self, texts, check):
+        return [self.evaluate_one(t, check) for t in texts]
+
+    def evaluate_one(self, text: str, check: Progress):
+        start = time.perf_counter()
+        try:
+            allocation = self.session.allocate(text, self.sparsity, self.metric)
+            self.session.prune(allocation, self.metric, progress=check)
+            score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
+                     else self.session.kl("fitness", progress=check))
+        except WorkbenchError as exc:
+            return None, (), time.perf_counter() - start, str(exc)
+        if not math.isfinite(score):
+            return None, allocation.block_ratios, time.perf_counter() - start, f"fitness is {score}"
+        return score, allocation.block_ratios, time.perf_counter() - start, None
+
+
+class ParallelEvaluator:
+    """One SessionEvaluator per device (e.g. one per visible GPU), candidates scored concurrently."""
+
+    def __init__(self, evaluators: list[SessionEvaluator]):
+        self.evaluators = evaluators
+        self.workers = len(evaluators)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="candidate")
+
+    def prepare(self, progress: Progress) -> None:
+        list(self._pool.map(lambda e: e.prepare(progress), self.evaluators))
+
+    def evaluate(self, texts, check):
+        futures = [self._pool.submit(e.evaluate_one, t, check) for e, t in zip(self.evaluators, texts)]
+        return [f.result() for f in futures]

@@ -1,0 +1,75 @@
+"""Events a search emits, as frozen records (the CLI prints them, the TUI posts them as messages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated candidate, as logged in candidates.jsonl."""
+
+    index: int
+    generation: int
+    text: str
+    fitness: float | None  # None when rejected
+    ratios: tuple[float, ...] = ()
+    seconds: float = 0.0
+    reason: str | None = None  # why it was rejected
+
+    @property
+    def scored(self) -> bool:
+        return self.fitness is not None
+
+
+@dataclass(frozen=True)
+class CandidateStarted:
+    index: int
+    generation: int
+    text: str
+
+
+@dataclass(frozen=True)
+class CandidateScored:
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class CandidateRejected:
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class NewBest:
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    generation: int
+    best: float | None
+    median: float | None
+    scored: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class CheckpointWritten:
+    path: str
+    evaluated: int
+
+
+@dataclass(frozen=True)
+class SearchStoppedEvent:
+    evaluated: int
+
+
+@dataclass(frozen=True)
+class SearchError:
+    message: str
+
+
+@dataclass(frozen=True)
+class SearchFinished:
+    best: Candidate | None
+    held_out: dict = field(default_factory=dict)  # method/text -> held-out perplexity

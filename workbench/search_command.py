@@ -1,0 +1,103 @@
+"""`dsa-workbench search`: a headless search with a progress line, Ctrl-C to stop, --resume."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from engine.errors import WorkbenchError
+from engine.search import SearchController, SearchSettings, open_search
+from engine.search import events as ev
+from workbench.cli import print_result
+from workbench.commands import data_config
+from workbench.console import ProgressBars
+
+
+def devices(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    if spec == "all":
+        if not torch.cuda.is_available():
+            raise WorkbenchError("--devices all: no CUDA device is visible")
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [d.strip() for d in spec.split(",") if d.strip()]
+
+
+def settings_from(args) -> SearchSettings:
+    if args.sparsity is None:
+        raise WorkbenchError("--sparsity is required for a new search")
+    return SearchSettings(sparsity=args.sparsity, metric=args.metric, fitness=args.fitness, strategy=args.strategy,
+                          population=args.population, generations=args.generations, seed=args.search_seed,
+                          seeds=tuple(args.seed_function), model=args.model, data=data_config(args))
+
+
+class EventPrinter:
+    """One progress line per candidate on stderr; generation summaries on their own lines."""
+
+    def __init__(self, settings_total: int, quiet: bool):
+        self.total = settings_total
+        self.quiet = quiet
+        self.best: ev.Candidate | None = None
+        self.started = time.monotonic()
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, ev.NewBest):
+            self.best = event.candidate
+        if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+            c = event.candidate
+            what = f"fitness {c.fitness:.3f}" if c.scored else f"rejected: {c.reason}"
+            best = f" | best {self.best.fitness:.3f}" if self.best else ""
+            print(f"[{c.index + 1}/{self.total}] gen {c.generation} {c.seconds:.1f}s {what}{best} | {c.text}",
+                  file=sys.stderr, flush=True)
+        elif isinstance(event, ev.GenerationDone):
+            med = f"{event.median:.3f}" if event.median is not None else "-"
+            best = f"{event.best:.3f}" if event.best is not None else "-"
+            print(f"== generation {event.generation} done: best {best}, median {med}, {event.scored} scored, "
+                  f"{event.rejected} rejected", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.SearchError):
+            print(f"search error: {event.message}", file=sys.stderr, flush=True)
+
+
+def search(args) -> int:
+    if bool(args.run) == bool(args.resume):
+        raise WorkbenchError("give either --run RUN for a new search or --resume RUN")
+    settings = None if args.resume else settings_from(args)
+    bars = ProgressBars(not args.quiet)
+    run = args.resume or args.run
+    total = (settings.population * settings.generations) if settings else None
+    printer = EventPrinter(total or 0, args.quiet)
+    search_ = open_search(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
+                          status=bars.status)
+    printer.total = search_.settings.population * search_.settings.generations
+    controller = SearchController(search_)
+    controller.start()
+    interrupts = 0
+    while True:
+        try:
+            if controller.join(0.2):
+                break
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                bars.status("stopping after the candidate in flight (Ctrl-C again to stop now)")
+                controller.stop(after_candidate=True)
+            else:
+                controller.stop()
+    if controller.error is not None:
+        raise controller.error
+    if controller.result is None:
+        print_result(args, {"run": run, "stopped": True, "evaluated": search_.state["evaluated"]},
+                     f"stopped after {search_.state['evaluated']} candidates; continue with "
+                     f"`dsa-workbench search --resume {run}`")
+        return 130 if interrupts else 0
+    final = controller.result
+    result = {"run": run, "best": final.best.text if final.best else None,
+              "fitness": final.best.fitness if final.best else None, "held_out_perplexity": final.held_out}
+    lines = [f"best function: {result['best']}  (fitness {result['fitness']})",
+             "held-out perplexity: " + ", ".join(f"{k}: {v:.3f}" for k, v in final.held_out.items())]
+    print_result(args, result, "\n".join(lines))
+    return 0
