@@ -12,8 +12,8 @@ class DataConfig:
     corpus: str | None = None  # None: the default speeches
     seed: int = 0
     seqlen: int = 512
-    calib_tokens: int = 16384
-    fitness_tokens: int = 4096
+    calib_tokens: int = 32768
+    fitness_tokens: int = 2048
     eval_tokens: int = 8192
     batch_size: int = 4
     sample_size: int = DEFAULT_SAMPLE_SIZE

@@ -27,12 +27,24 @@ def check_output(out: str | Path, force: bool) -> Path:
     return out
 
 
-def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force: bool = False) -> Path:
-    """save_pretrained + tokenizer + pruning.json, in a temp folder renamed into place."""
+def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force: bool = False,
+                      dtype=None) -> Path:
+    """save_pretrained + tokenizer + pruning.json, in a temp folder renamed into place.
+
+    `dtype` (a torch dtype) converts the saved tensors, not the model in memory."""
     out = check_output(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        model.save_pretrained(tmp)
+        if dtype is None:
+            model.save_pretrained(tmp)
+        else:
+            state = {k: v.to(dtype) for k, v in model.state_dict().items()}
+            original = model.config.dtype
+            model.config.dtype = dtype
+            try:
+                model.save_pretrained(tmp, state_dict=state)
+            finally:
+                model.config.dtype = original
         tokenizer.save_pretrained(tmp)
         (tmp / RECIPE_NAME).write_text(json.dumps(recipe, indent=2) + "\n")
         if out.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -44,6 +45,8 @@ class Session:
         self._inputs: dict[str, AllocationInputs] = {}
         self._references: dict[str, DenseReference] = {}
         self.pruned: PruneResult | None = None
+        # Held around any prune-then-measure sequence when several threads share the model.
+        self.lock = threading.RLock()
 
     @cached_property
     def blocks(self) -> list[Block]:
@@ -85,6 +88,11 @@ class Session:
             self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense, scorer.scores,
                                                           seed=self.data.seed, sample_size=self.data.sample_size)
         return self._inputs[score_metric]
+
+    def has_allocation_inputs(self, metric: str) -> bool:
+        """Whether allocations for `metric` are ready without calibration or sampling."""
+        key = "magnitude" if metric == "magnitude" else "wanda"
+        return key in self._inputs and "samples" in self._inputs[key].__dict__
 
     def allocate(self, method: str, target: float, metric: str = "wanda") -> Allocation:
         return compute_allocation(method, target, self.allocation_inputs(metric))

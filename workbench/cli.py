@@ -17,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        args = parser.parse_args(["tui"])
     from workbench import commands  # heavy imports (torch, transformers) only once a command runs
 
     try:
@@ -41,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Subcommands run headless; see `dsa-workbench COMMAND --help`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tui = sub.add_parser("tui", help="the keyboard-driven workbench (the default with no command)",
+                         description="Opens the TUI: live plots, search control, leaderboard, function editor, "
+                                     "comparison and export. Press ? inside for every key.")
+    _model_args(tui)
+    _data_args(tui)
+    tui.add_argument("--fitness-tokens", type=int, default=DataConfig().fitness_tokens,
+                     help=f"tokens of the fitness split (default {DataConfig().fitness_tokens})")
+    tui.add_argument("--sparsity", type=float, default=0.7, help="initial target sparsity (default 0.7)")
+    tui.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
+    tui.add_argument("--run", default="runs/search", help="run folder for searches (default runs/search)")
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
                            description="Calibrate, allocate sparsity per block, prune, evaluate and save.")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
-
 from transformers.utils import logging as transformers_logging
 
 from engine.allocation import METHODS, AllocationFunction
@@ -14,13 +10,12 @@ from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference
 from engine.loading import load_model
 from engine.metrics import parse_pattern
-from engine.saving import check_output, read_recipe, save_model_folder
+from engine.export import export_pruned
+from engine.saving import check_output, read_recipe
 from engine.data_config import DataConfig
 from engine.session import Session
 from workbench.cli import print_result
 from workbench.console import ProgressBars
-
-RECIPE_FORMAT = "dsa-workbench/pruning"
 
 transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
@@ -31,6 +26,8 @@ def run(args) -> int:
         from workbench.search_command import search
 
         return search(args)
+    if args.command == "tui":
+        return tui(args)
     return {"prune": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
@@ -70,54 +67,18 @@ def prune(args) -> int:
     check_output(args.out, args.force)
     bars = ProgressBars(not args.quiet)
     session = open_session(args, args.model, bars)
-    dense_ppl = None if args.no_eval else session.perplexity()
-    allocation = session.allocate(method, target, args.metric)
-    result = session.prune(allocation, args.metric, pattern)
-    pruned_ppl = None if args.no_eval else session.perplexity()
-    recipe = make_recipe(session, result, dense_ppl, pruned_ppl)
-    bars.status(f"saving to {args.out}")
-    out = save_model_folder(session.model, session.loaded.tokenizer, args.out, recipe, force=args.force)
-    summary = {"out": str(out), "metric": args.metric, "allocation": allocation.method, "target": target,
-               "sparsity": result.sparsity, "dense_perplexity": dense_ppl, "perplexity": pruned_ppl,
-               "block_ratios": list(allocation.block_ratios)}
-    text = (f"pruned {session.loaded.label} with {args.metric} / {allocation.method} to "
-            f"{result.sparsity:.4f} sparsity -> {out}")
-    if pruned_ppl is not None:
-        text += f"\nperplexity (held-out, {session.windows('evaluation').numel()} tokens): dense {dense_ppl:.3f}, " \
-                f"pruned {pruned_ppl:.3f}"
+    done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern, force=args.force,
+                         evaluate=not args.no_eval, progress=bars)
+    summary = {"out": str(done.path), "metric": args.metric, "allocation": done.result.allocation.method,
+               "target": target, "sparsity": done.result.sparsity, "dense_perplexity": done.dense_perplexity,
+               "perplexity": done.perplexity, "block_ratios": list(done.result.allocation.block_ratios)}
+    text = (f"pruned {session.loaded.label} with {args.metric} / {done.result.allocation.method} to "
+            f"{done.result.sparsity:.4f} sparsity -> {done.path}")
+    if done.perplexity is not None:
+        text += (f"\nperplexity (held-out, {session.windows('evaluation').numel()} tokens): "
+                 f"dense {done.dense_perplexity:.3f}, pruned {done.perplexity:.3f}")
     print_result(args, summary, text)
     return 0
-
-
-def make_recipe(session: Session, result, dense_ppl, pruned_ppl) -> dict:
-    alloc = result.allocation
-    return {
-        "format": RECIPE_FORMAT,
-        "version": 1,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"source": session.loaded.source, "label": session.loaded.label,
-                  "fingerprint": session.loaded.fingerprint, "dtype": str(session.loaded.dtype).removeprefix("torch.")},
-        "metric": result.metric,
-        "pattern": result.pattern,
-        "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
-                       "linear_ratios": alloc.linear_ratios},
-        "achieved": {"sparsity": result.sparsity, "linears": result.linear_sparsity},
-        "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
-                 "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
-                 "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size},
-        "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
-        "versions": _versions(),
-    }
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("dsa-workbench", "torch", "transformers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def evaluate(args) -> int:
@@ -175,3 +136,14 @@ def format_table(columns: dict, errors: dict) -> str:
     lines += [f"{label[n]} = {n}" for n in names if label[n] != n]
     lines += [f"{m}: rejected: {e}" for m, e in errors.items()]
     return "\n".join(lines)
+
+
+def tui(args) -> int:
+    from screens.settings import SearchParams
+    from workbench.app import AppConfig, make_app
+    from workbench.engine_api import EngineAPI
+
+    params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run)
+    api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device)
+    make_app(AppConfig(params=params), api).run()
+    return 0

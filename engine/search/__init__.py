@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine.errors import WorkbenchError
 from engine.loading import load_model
 from engine.progress import Progress, no_progress
 from engine.search.controller import SearchController
@@ -16,31 +17,25 @@ __all__ = ["RunStore", "Search", "SearchController", "SearchSettings", "open_sea
 
 
 def open_search(run: str, settings: SearchSettings | None = None, *, devices: list[str] | None = None,
-                dtype: str = "auto", on_event: Callable[[object], None] = lambda e: None,
-                progress: Progress = no_progress, status: Callable[[str], None] = lambda m: None) -> Search:
+                dtype: str = "auto", session: Session | None = None,
+                on_event: Callable[[object], None] = lambda e: None, progress: Progress = no_progress,
+                status: Callable[[str], None] = lambda m: None) -> Search:
     """A new search in `run` (settings given) or the one stored there (settings None: resume).
 
-    `devices`: one model copy and evaluator per device (e.g. every visible GPU); default: one, auto."""
+    `session`: evaluate on this already loaded model (the TUI's); otherwise one model copy and
+    evaluator per device in `devices` (e.g. every visible GPU), default one on the auto device."""
     store = RunStore(run)
     if settings is None:
         settings = SearchSettings.from_json(store.settings())
     else:
         store.create(settings.to_json())
-    evaluators = []
-    for device in devices or ["auto"]:
-        loaded = load_model(settings.model, dtype=dtype, device=device, status=status)
-        session = Session(loaded, settings.data, progress=progress)
-        evaluators.append(SessionEvaluator(session, settings.sparsity, settings.metric, settings.fitness))
+    if session is not None and (session.data != settings.data or session.loaded.source != settings.model):
+        raise WorkbenchError(f"run {run} was made with another model or other data settings than the loaded ones")
+    sessions = [session] if session is not None else [
+        Session(load_model(settings.model, dtype=dtype, device=d, status=status), settings.data, progress=progress)
+        for d in devices or ["auto"]]
+    evaluators = [SessionEvaluator(s, settings.sparsity, settings.metric, settings.fitness) for s in sessions]
     evaluator = evaluators[0] if len(evaluators) == 1 else ParallelEvaluator(evaluators)
     status("preparing caches (calibration, scores, row orders)")
     evaluator.prepare(progress)
-    session = evaluators[0].session
-
-    def held_out(methods: list[str]) -> dict:
-        out = {}
-        for method in methods:
-            session.prune(session.allocate(method, settings.sparsity, settings.metric), settings.metric)
-            out[method] = session.perplexity("evaluation")
-        return out
-
-    return Search(settings, store, evaluator, held_out=held_out, on_event=on_event)
+    return Search(settings, store, evaluator, held_out=evaluators[0].held_out, on_event=on_event)

@@ -41,12 +41,23 @@ class SessionEvaluator:
     def prepare(self, progress: Progress) -> None:
         """Everything that does not depend on the candidate: calibration, samples, orders, references."""
         s = self.session
-        inputs = s.allocation_inputs(self.metric)
-        inputs.samples  # noqa: B018 - computed once here
-        s.prune(s.allocate("uniform", self.sparsity, self.metric), self.metric, progress=progress)
-        if self.fitness == "kl":
-            s.dense_reference("fitness")
-        s.windows("fitness")
+        with s.lock:
+            inputs = s.allocation_inputs(self.metric)
+            inputs.samples  # noqa: B018 - computed once here
+            s.prune(s.allocate("uniform", self.sparsity, self.metric), self.metric, progress=progress)
+            if self.fitness == "kl":
+                s.dense_reference("fitness")
+            s.windows("fitness")
+
+    def held_out(self, methods: list[str]) -> dict[str, float]:
+        """Perplexity on the evaluation split (never seen by the search) for each method or text."""
+        out = {}
+        with self.session.lock:
+            for method in methods:
+                allocation = self.session.allocate(method, self.sparsity, self.metric)
+                self.session.prune(allocation, self.metric)
+                out[method] = self.session.perplexity("evaluation")
+        return out
 
     def evaluate(self, texts, check):
         return [self.evaluate_one(t, check) for t in texts]
@@ -55,9 +66,10 @@ class SessionEvaluator:
         start = time.perf_counter()
         try:
             allocation = self.session.allocate(text, self.sparsity, self.metric)
-            self.session.prune(allocation, self.metric, progress=check)
-            score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
-                     else self.session.kl("fitness", progress=check))
+            with self.session.lock:
+                self.session.prune(allocation, self.metric, progress=check)
+                score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
+                         else self.session.kl("fitness", progress=check))
         except WorkbenchError as exc:
             return None, (), time.perf_counter() - start, str(exc)
         if not math.isfinite(score):

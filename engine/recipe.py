@@ -1,0 +1,41 @@
+"""The pruning recipe written beside an exported model (pruning.json)."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+RECIPE_FORMAT = "dsa-workbench/pruning"
+
+
+def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | None) -> dict:
+    """Everything needed to reproduce and audit a pruned model: source, metric, allocation, data, results."""
+    alloc = result.allocation
+    return {
+        "format": RECIPE_FORMAT,
+        "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"source": session.loaded.source, "label": session.loaded.label,
+                  "fingerprint": session.loaded.fingerprint, "dtype": str(session.loaded.dtype).removeprefix("torch.")},
+        "metric": result.metric,
+        "pattern": result.pattern,
+        "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
+                       "linear_ratios": alloc.linear_ratios},
+        "achieved": {"sparsity": result.sparsity, "linears": result.linear_sparsity},
+        "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
+                 "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
+                 "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size},
+        "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("dsa-workbench", "torch", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,65 @@
+"""Compare: held-out perplexity of the classic allocations, the published DSA function and any
+leaderboard entry, evaluated on demand."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from screens.messages import CompareDone, CompareRequested
+
+BASELINES = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
+             "alpha": "AlphaPruning", "dsa": "DSA (published)"}
+
+
+class Compare(Vertical):
+    DEFAULT_CLASSES = "pane"
+    BINDINGS = [
+        Binding("a", "evaluate_all", "Evaluate all", id="compare.all", tooltip="Evaluate every row not yet scored"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Held-out perplexity at the current target sparsity and metric (enter: evaluate row).",
+                     id="compare-hint")
+        table = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        table.add_column("allocation", key="label")
+        table.add_column("held-out perplexity", key="ppl")
+        table.add_column("method", key="method")
+        for method, label in BASELINES.items():
+            table.add_row(label, "—", method, key=method)
+        yield table
+
+    def add_function(self, text: str) -> None:
+        table = self.query_one(DataTable)
+        if text not in table.rows:
+            table.add_row("leaderboard", "—", Text(text), key=text)
+
+    def reset(self) -> None:
+        """Targets changed: every score is stale."""
+        table = self.query_one(DataTable)
+        for key in table.rows:
+            table.update_cell(key, "ppl", "—")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on a row: evaluate it."""
+        event.stop()
+        self._request(event.row_key.value)
+
+    def action_evaluate_all(self) -> None:
+        table = self.query_one(DataTable)
+        for key in list(table.rows):
+            if table.get_cell(key, "ppl") == "—":
+                self._request(key.value)
+
+    def _request(self, method: str) -> None:
+        self.query_one(DataTable).update_cell(method, "ppl", "evaluating…")
+        self.post_message(CompareRequested(method))
+
+    def show_result(self, message: CompareDone) -> None:
+        text = Text(f"{message.perplexity:.3f}" if message.error is None else f"rejected: {message.error}")
+        table = self.query_one(DataTable)
+        if message.method in table.rows:
+            table.update_cell(message.method, "ppl", text)

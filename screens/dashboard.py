@@ -1,0 +1,40 @@
+"""Dashboard: per-block importance and sparsity, fitness per generation, and the status line."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from screens.messages import AllocationView
+from screens.plots import LivePlot
+
+
+class Dashboard(Vertical):
+    DEFAULT_CLASSES = "pane"
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading…", id="status-line", markup=False)
+        with Horizontal(id="dashboard-top"):
+            yield LivePlot("Per-block importance (current function)", "block", "value", id="importance-plot")
+            yield LivePlot("Per-block sparsity", "block", "sparsity", id="sparsity-plot")
+        yield LivePlot("Fitness per generation (lower is better)", "generation", "fitness", id="fitness-plot")
+
+    def plots(self) -> list[LivePlot]:
+        return list(self.query(LivePlot))
+
+    def set_status(self, text: str) -> None:
+        for line in self.query("#status-line"):  # none while the app shuts down
+            line.update(text)
+
+    def show_allocation(self, label: str, view: AllocationView) -> None:
+        """Plot `view`'s ratios under `label` (e.g. 'best', 'uniform', 'selected'), and its values if any."""
+        xs = range(len(view.block_ratios))
+        self.query_one("#sparsity-plot", LivePlot).set_series(label, xs, view.block_ratios)
+        if view.block_values is not None and label in ("best", "selected", "editor"):
+            self.query_one("#importance-plot", LivePlot).set_series(label, xs, view.block_values)
+
+    def show_fitness(self, generations: list[int], best: list[float], median: list[float]) -> None:
+        plot = self.query_one("#fitness-plot", LivePlot)
+        plot.set_series("best", generations, best)
+        plot.set_series("median", generations, median)

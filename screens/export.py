@@ -1,0 +1,52 @@
+"""Export: choose a function, an output folder and a dtype; prune and write a safetensors folder."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
+
+from screens.messages import ExportDone, ExportProgressed, ExportRequested
+
+DTYPES = [("keep the model's dtype", "keep"), ("float16", "float16"), ("bfloat16", "bfloat16")]
+
+
+class Export(Vertical):
+    DEFAULT_CLASSES = "pane"
+
+    def compose(self) -> ComposeResult:
+        yield Label("Allocation (a method name, or a function's text form)")
+        yield Input(value="owl", id="export-method")
+        yield Label("Output folder")
+        yield Input(value="out/pruned", id="export-out")
+        with Horizontal(id="export-options"):
+            yield Select(DTYPES, value="keep", allow_blank=False, id="export-dtype")
+            yield Checkbox("replace an existing folder", id="export-force")
+            yield Button("Export", id="export-button", variant="primary")
+        yield ProgressBar(id="export-progress", show_eta=False)
+        yield Static("", id="export-result", markup=False)
+
+    def use_function(self, text: str) -> None:
+        self.query_one("#export-method", Input).value = text
+
+    @on(Button.Pressed, "#export-button")
+    @on(Input.Submitted, "#export-out")
+    def start(self) -> None:
+        method = self.query_one("#export-method", Input).value.strip()
+        out = self.query_one("#export-out", Input).value.strip()
+        if not method or not out:
+            self.notify("choose an allocation and an output folder", severity="warning")
+            return
+        self.query_one("#export-button", Button).disabled = True
+        self.query_one("#export-result", Static).update(f"exporting {method} to {out}…")
+        self.post_message(ExportRequested(method, out, self.query_one("#export-dtype", Select).value,
+                                          self.query_one("#export-force", Checkbox).value))
+
+    def show_progress(self, message: ExportProgressed) -> None:
+        self.query_one("#export-progress", ProgressBar).update(total=message.total, progress=message.done)
+
+    def show_result(self, message: ExportDone) -> None:
+        self.query_one("#export-button", Button).disabled = False
+        text = f"written: {message.path}" if message.error is None else f"export failed: {message.error}"
+        self.query_one("#export-result", Static).update(text)

@@ -1,0 +1,109 @@
+"""Messages between the workbench layer and the panes: requests go up, results come back down.
+
+Panes never run engine work themselves: they post a *Requested message, the App runs the work in
+a thread worker and posts the past-tense result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass(frozen=True)
+class AllocationView:
+    """One allocation as the panes see it."""
+
+    method: str
+    target: float
+    block_ratios: tuple[float, ...]
+    block_values: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    index: int
+    generation: int
+    text: str
+    fitness: float | None
+    ratios: tuple[float, ...]
+    seconds: float
+    reason: str | None = None
+
+
+class PreviewRequested(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class PreviewReady(Message):
+    def __init__(self, text: str, view: AllocationView | None, error: str | None) -> None:
+        super().__init__()
+        self.text = text
+        self.view = view
+        self.error = error
+
+
+class EvaluateRequested(Message):
+    """Score a function on the fitness split and add it to the leaderboard."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class SeedRequested(Message):
+    """Put a function into the next search's first population."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class CompareRequested(Message):
+    """Held-out perplexity of one allocation method or function text."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+
+class CompareDone(Message):
+    def __init__(self, method: str, perplexity: float | None, error: str | None) -> None:
+        super().__init__()
+        self.method = method
+        self.perplexity = perplexity
+        self.error = error
+
+
+class CandidateSelected(Message):
+    """A leaderboard row was chosen: show its ratios on the dashboard."""
+
+    def __init__(self, candidate: ScoredCandidate) -> None:
+        super().__init__()
+        self.candidate = candidate
+
+
+class ExportRequested(Message):
+    def __init__(self, method: str, out: str, dtype: str, force: bool) -> None:
+        super().__init__()
+        self.method = method
+        self.out = out
+        self.dtype = dtype
+        self.force = force
+
+
+class ExportProgressed(Message):
+    def __init__(self, stage: str, done: int, total: int) -> None:
+        super().__init__()
+        self.stage = stage
+        self.done = done
+        self.total = total
+
+
+class ExportDone(Message):
+    def __init__(self, path: str | None, error: str | None) -> None:
+        super().__init__()
+        self.path = path
+        self.error = error

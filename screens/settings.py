@@ -1,0 +1,85 @@
+"""Search settings: target sparsity, metric, fitness, strategy, population, generations, run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    sparsity: float = 0.7
+    metric: str = "wanda"
+    fitness: str = "ppl"
+    strategy: str = "evolution"
+    population: int = 24
+    generations: int = 30
+    run: str = "runs/search"
+    resume: bool = False
+
+
+class SettingsScreen(ModalScreen[SearchParams | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel"),
+                Binding("ctrl+s", "save", "Apply", id="settings.apply")]
+
+    def __init__(self, params: SearchParams) -> None:
+        super().__init__()
+        self.params = params
+
+    def compose(self) -> ComposeResult:
+        p = self.params
+        with Vertical(id="settings-box"):
+            yield Static("[b]Search settings[/b]  (ctrl+s apply, escape cancel)")
+            with Grid(id="settings-grid"):
+                yield Label("target sparsity")
+                yield Input(str(p.sparsity), id="sparsity")
+                yield Label("metric")
+                yield Select([(m, m) for m in ("wanda", "magnitude", "sparsegpt")], value=p.metric,
+                             allow_blank=False, id="metric")
+                yield Label("fitness")
+                yield Select([("perplexity", "ppl"), ("KL to dense", "kl")], value=p.fitness, allow_blank=False,
+                             id="fitness")
+                yield Label("strategy")
+                yield Select([("evolution", "evolution"), ("random", "random")], value=p.strategy,
+                             allow_blank=False, id="strategy")
+                yield Label("population")
+                yield Input(str(p.population), id="population")
+                yield Label("generations")
+                yield Input(str(p.generations), id="generations")
+                yield Label("run folder")
+                yield Input(p.run, id="run")
+                yield Label("resume that run")
+                yield Select([("no, start a new run", False), ("yes, continue it", True)], value=p.resume,
+                             allow_blank=False, id="resume")
+            yield Static("", id="settings-error")
+            with Horizontal(id="settings-buttons"):
+                yield Button("Apply", id="apply", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_save() if event.button.id == "apply" else self.action_cancel()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_save(self) -> None:
+        value = lambda wid: self.query_one(f"#{wid}").value  # noqa: E731
+        try:
+            sparsity = float(value("sparsity"))
+            population, generations = int(value("population")), int(value("generations"))
+        except ValueError:
+            self.query_one("#settings-error", Static).update("sparsity must be a number; population and "
+                                                            "generations whole numbers")
+            return
+        if not 0 < sparsity < 1 or population < 2 or generations < 1 or not value("run").strip():
+            self.query_one("#settings-error", Static).update(
+                "need 0 < sparsity < 1, population >= 2, generations >= 1 and a run folder")
+            return
+        self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
+                             strategy=value("strategy"), population=population, generations=generations,
+                             run=value("run").strip(), resume=value("resume")))

@@ -1,0 +1,78 @@
+"""End to end in a real terminal: dsa-workbench in tmux on the real default model.
+
+Starts a search, pauses it, opens the editor, types a function, quits with ctrl+q, and checks that
+the process ended cleanly and the run folder holds a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TMUX = shutil.which("tmux")
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def screen(session: str) -> str:
+    return tmux("capture-pane", "-p", "-t", session)
+
+
+def wait_for(session: str, text: str, timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        shown = screen(session)
+        if text in shown:
+            return shown
+        time.sleep(0.25)
+    raise AssertionError(f"{text!r} never appeared; screen:\n{screen(session)}")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_search_pause_edit_quit_in_tmux(tmp_path):
+    run = tmp_path / "run"
+    exit_file = tmp_path / "exit-code"
+    script = Path(sys.executable).parent / "dsa-workbench"
+    program = str(script) if script.exists() else f"{sys.executable} -m workbench.cli"
+    command = (f"{program} tui --run {run} --seqlen 256 --calib-tokens 1024 --fitness-tokens 512 "
+               f"--eval-tokens 512 --device cpu; echo $? > {exit_file}")
+    session = f"dsa-e2e-{tmp_path.name}"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    try:
+        wait_for(session, "ready:", timeout=300)
+        tmux("send-keys", "-t", session, "s")
+        wait_for(session, "search: running", timeout=60)
+        end = time.monotonic() + 120
+        while not (run / "state.json").exists() and time.monotonic() < end:
+            time.sleep(0.25)
+        assert (run / "state.json").exists(), screen(session)
+        tmux("send-keys", "-t", session, "p")
+        dashboard = wait_for(session, "search: paused", timeout=10)
+        (tmp_path / "dashboard.txt").write_text(dashboard)
+        tmux("send-keys", "-t", session, "e")
+        wait_for(session, "pre-process:", timeout=10)
+        tmux("send-keys", "-t", session, "C-u")
+        tmux("send-keys", "-t", session, "-l", "abs | var | tanh")
+        editor = wait_for(session, "transform:   tanh", timeout=10)
+        assert "invalid" not in editor
+        (tmp_path / "editor.txt").write_text(editor)
+        tmux("send-keys", "-t", session, "C-q")
+        end = time.monotonic() + 30
+        while not exit_file.exists() and time.monotonic() < end:
+            time.sleep(0.25)
+        assert exit_file.exists(), screen(session)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        tmux("kill-session", "-t", session)
+    state = json.loads((run / "state.json").read_text())
+    assert state["evaluated"] >= 1
+    assert len((run / "candidates.jsonl").read_text().splitlines()) == state["logged"]

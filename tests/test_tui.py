@@ -1,0 +1,287 @@
+"""Pilot tests of every pane and binding, on the fake engine API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fake_engine import FakeAPI
+from screens.compare import Compare
+from screens.dashboard import Dashboard
+from screens.editor import Editor, StageView
+from screens.export import Export
+from screens.help import HelpScreen
+from screens.leaderboard import Leaderboard
+from screens.plots import LivePlot
+from screens.settings import SearchParams, SettingsScreen
+from workbench.app import AppConfig, make_app
+
+SIZE = (120, 40)
+
+
+def app_with(api=None, **config):
+    return make_app(AppConfig(redraw_s=config.pop("redraw_s", 0.1), **config), api or FakeAPI())
+
+
+async def wait_until(pilot, predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await pilot.pause(0.02)
+    return False
+
+
+async def test_loads_then_shows_baselines_and_status():
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: app.search_state == "idle")
+        plot = app.query_one("#sparsity-plot", LivePlot)
+        assert await wait_until(pilot, lambda: {"uniform", "owl"} <= set(plot._series))
+        assert "fake-llama" in app.status_line() and "target 0.7" in app.status_line()
+
+
+async def test_load_failure_is_a_notification_not_a_crash():
+    app = app_with(FakeAPI(load_error="no such file or folder: /nope"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: "could not load" in app.status_text)
+        assert any("no such file" in n.message for n in app._notifications)
+        await pilot.press("s")  # still answers keys
+        assert app.is_running
+
+
+@pytest.mark.parametrize("key,pane", [("d", "dashboard"), ("l", "leaderboard"), ("e", "editor"),
+                                      ("c", "compare"), ("x", "export"), ("f3", "leaderboard")])
+async def test_pane_keys(key, pane):
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("d")
+        await pilot.press(key)
+        assert app.query_one("#panes").active == pane
+
+
+async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.search_state == "finished")
+        board = app.query_one(Leaderboard)
+        assert len(board.candidates) == 12
+        assert app.generations == [0, 1, 2]
+        assert app.best.fitness == min(c.fitness for c in board.candidates.values())
+        assert "held-out" in app.status_text
+
+
+async def test_pause_resume_step_stop_bindings_follow_state():
+    api = FakeAPI(candidate_seconds=0.3)
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        assert app.check_action("pause", ()) is False and app.check_action("start_search", ()) is True
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.search_state == "running")
+        assert app.check_action("start_search", ()) is False
+        await pilot.press("p")
+        assert app.search_state == "paused" and api.controller.control.paused
+        assert app.check_action("resume", ()) is True and app.check_action("pause", ()) is False
+        await pilot.press("r")
+        assert app.search_state == "running" and not api.controller.control.paused
+        await pilot.press("p")
+        before = len(app.query_one(Leaderboard).candidates)
+        await pilot.press("n")
+        assert await wait_until(pilot, lambda: len(app.query_one(Leaderboard).candidates) == before + 1)
+        assert await wait_until(pilot, lambda: app.search_state == "paused")
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: app.search_state == "stopped")
+        assert app.params.resume  # s continues from the checkpoint
+
+
+async def test_plots_redraw_only_when_visible_and_at_most_once_per_tick():
+    app = app_with(FakeAPI(candidate_seconds=0.01), redraw_s=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.search_state == "finished")
+        await pilot.press("l")
+        fitness = app.query_one("#fitness-plot", LivePlot)
+        count = fitness.redraws
+        app.query_one(Dashboard).show_fitness([0, 1], [5.0, 4.0], [6.0, 5.0])
+        await pilot.pause(1.2)
+        assert fitness.redraws == count  # hidden: not redrawn
+        await pilot.press("d")
+        await pilot.pause(1.2)
+        assert fitness.redraws == count + 1  # visible again: one redraw for the new data
+
+
+async def test_leaderboard_sort_and_select_sends_function_everywhere():
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.search_state == "finished")
+        await pilot.press("l")
+        board = app.query_one(Leaderboard)
+        table = board.query_one("DataTable")
+        table.focus()
+        first = table.get_row_at(0)
+        assert float(first[2]) == pytest.approx(min(c.fitness for c in board.candidates.values()), abs=1e-3)
+        await pilot.press("o")
+        assert board.sort_by == "index" and table.get_row_at(0)[0] == "0"
+        await pilot.press("enter")
+        chosen = str(table.get_row_at(0)[4])
+        assert await wait_until(pilot, lambda: app.query_one(Editor).text == chosen)
+        assert app.query_one("#export-method").value == chosen
+        assert chosen in app.query_one(Compare).query_one("DataTable").rows
+
+
+async def test_editor_typing_previews_and_shows_errors_inline():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("e")
+        editor = app.query_one(Editor)
+        box = app.query_one("#function-input")
+        box.value = ""
+        box.focus()
+        await pilot.press(*"abs | varr | no_op")
+        assert "unknown reduction op 'varr'" in editor.error
+        await pilot.press(*["backspace"] * 9)
+        await pilot.press(*" | tanh")
+        assert editor.text == "abs | var | tanh" and editor.error is None
+        plot = app.query_one("#preview-plot", LivePlot)
+        assert await wait_until(pilot, lambda: "ratios" in plot._series)
+        assert ("allocation", "abs | var | tanh", 0.7, "wanda") in api.calls
+
+
+async def test_editor_palette_and_op_keys():
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("e")
+        editor = app.query_one(Editor)
+        editor.set_text("abs | mean | no_op")
+        await pilot.pause(0.05)
+        palette = app.query_one("#palette")
+        palette.focus()
+        palette.highlighted = next(i for i, o in enumerate(palette.options) if o.id == "transform:tanh")
+        await pilot.press("enter")
+        assert editor.text == "abs | mean | tanh"
+        palette.highlighted = next(i for i, o in enumerate(palette.options) if o.id == "reduction:std")
+        await pilot.press("enter")
+        assert editor.text == "abs | std | tanh"
+        app.query_one(StageView).focus()
+        await pilot.press("right", "right", "delete")  # cursor on tanh
+        assert editor.text == "abs | std | no_op"
+        await pilot.press("ctrl+r")
+        assert editor.text == "abs | std | no_op | dir=-"
+        await pilot.press("ctrl+up", "ctrl+up")
+        assert editor.text == "abs | std | no_op | lam=0.1 | dir=-"
+        editor.set_text("abs, tanh | std | no_op")
+        await pilot.pause(0.05)
+        view = app.query_one(StageView)
+        view.focus()
+        view.cursor = 0
+        await pilot.press("]")
+        assert editor.text == "tanh, abs | std | no_op"
+        await pilot.press("left", "delete")  # the cursor followed abs; left is tanh
+        assert editor.text == "abs | std | no_op"
+
+
+async def test_editor_evaluate_adds_to_leaderboard_and_seed_reaches_the_search():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("e")
+        app.query_one(Editor).set_text("abs | var | tanh")
+        await pilot.pause(0.05)
+        app.query_one("#palette").focus()
+        await pilot.press("ctrl+o")
+        assert await wait_until(pilot, lambda: "abs | var | tanh" in app.query_one(Leaderboard).candidates)
+        await pilot.press("ctrl+g")
+        assert app.seeds == ["abs | var | tanh"]
+        await pilot.press("escape", "s")
+        assert await wait_until(pilot, lambda: any(c[0] == "start_search" for c in api.calls))
+        start = next(c for c in api.calls if c[0] == "start_search")
+        assert start[2] == ("abs | var | tanh",)
+
+
+async def test_compare_evaluates_rows_and_shows_rejections():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("c")
+        table = app.query_one(Compare).query_one("DataTable")
+        table.focus()
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "ppl")) == "501.000")
+        await pilot.press("a")
+        assert await wait_until(pilot, lambda: str(table.get_cell("dsa", "ppl")).startswith("rejected"))
+        assert str(table.get_cell("owl", "ppl")) == "480.000"
+
+
+async def test_export_reports_progress_and_result_or_error():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("x")
+        export = app.query_one(Export)
+        app.query_one("#export-out").value = "out/m70"
+        await pilot.click("#export-button")
+        assert await wait_until(pilot, lambda: "written: out/m70" in str(export.query_one("#export-result").render()))
+        assert ("export", "owl", "out/m70", "keep", False) in api.calls
+        app.query_one("#export-out").value = "exists"
+        await pilot.click("#export-button")
+        assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
+
+
+async def test_settings_screen_changes_params_and_validates():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("o")
+        assert isinstance(app.screen, SettingsScreen)
+        app.screen.query_one("#sparsity").value = "1.5"
+        await pilot.press("ctrl+s")
+        assert "need 0 < sparsity < 1" in str(app.screen.query_one("#settings-error").render())
+        app.screen.query_one("#sparsity").value = "0.6"
+        app.screen.query_one("#population").value = "8"
+        await pilot.press("ctrl+s")
+        assert app.params == SearchParams(sparsity=0.6, population=8)
+        assert await wait_until(pilot, lambda: ("allocation", "owl", 0.6, "wanda") in api.calls)
+        await pilot.press("o", "escape")
+        assert app.params.sparsity == 0.6
+
+
+async def test_help_lists_every_binding_and_palette_offers_actions():
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("#help-text").render())
+        for binding in app.BINDINGS + Editor.BINDINGS + StageView.BINDINGS + Compare.BINDINGS:
+            assert binding.description in text and binding.key in text
+        await pilot.press("escape")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Start", "Settings", "Dashboard", "Export", "Help"):
+            assert wanted in titles
+        assert all(b.id and b.tooltip for b in app.BINDINGS)
+
+
+async def test_quit_during_a_search_stops_it():
+    api = FakeAPI(candidate_seconds=5.0)
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.search_state == "running")
+        await pilot.press("q")
+    assert not api.controller.running

@@ -1,0 +1,412 @@
+"""The Textual App: panes in tabs, engine work in thread workers, engine events posted as messages."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from screens.compare import Compare
+from screens.dashboard import Dashboard
+from screens.editor import Editor
+from screens.export import Export
+from screens.help import HelpScreen
+from screens.leaderboard import Leaderboard
+from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareRequested, EvaluateRequested,
+                              ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
+                              ScoredCandidate, SeedRequested)
+from screens.plots import LivePlot
+from screens.settings import SearchParams, SettingsScreen
+
+REDRAW_S = 1.0
+
+
+@dataclass
+class AppConfig:
+    params: SearchParams = field(default_factory=SearchParams)
+    redraw_s: float = REDRAW_S
+
+
+class EngineEvent(Message):
+    """An event object from the engine's search thread."""
+
+    def __init__(self, event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class StatusChanged(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class WorkbenchApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "dsa-workbench"
+    BINDINGS = [
+        Binding("s", "start_search", "Start", id="search.start", tooltip="Start (or resume) the search"),
+        Binding("p", "pause", "Pause", id="search.pause", tooltip="Pause the search"),
+        Binding("r", "resume", "Resume", id="search.resume", tooltip="Resume the paused search"),
+        Binding("n", "step", "Step", id="search.step", tooltip="Evaluate one candidate, then pause"),
+        Binding("t", "stop", "Stop", id="search.stop", tooltip="Stop the search (checkpoint kept)"),
+        Binding("o", "settings", "Settings", id="settings", tooltip="Target sparsity, metric, population..."),
+        Binding("question_mark,f1", "help", "Help", id="help", tooltip="Every key binding"),
+        Binding("q,ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (a running search stops, checkpoint kept)"),
+        Binding("d,f2", "pane('dashboard')", "Dashboard", id="pane.dashboard", tooltip="Plots and status",
+                show=False),
+        Binding("l,f3", "pane('leaderboard')", "Leaderboard", id="pane.leaderboard", tooltip="Scored candidates",
+                show=False),
+        Binding("e,f4", "pane('editor')", "Editor", id="pane.editor", tooltip="Build or edit a function", show=False),
+        Binding("c,f5", "pane('compare')", "Compare", id="pane.compare", tooltip="Allocations side by side",
+                show=False),
+        Binding("x,f6", "pane('export')", "Export", id="pane.export", tooltip="Write a pruned model", show=False),
+    ]
+
+    def __init__(self, api, config: AppConfig | None = None) -> None:
+        super().__init__()
+        self.api = api
+        self.config = config or AppConfig()
+        self.params = self.config.params
+        self.info = None
+        self.seeds: list[str] = []
+        self.controller = None
+        self.search_state = "loading"
+        self.generations: list[int] = []
+        self.best_curve: list[float] = []
+        self.median_curve: list[float] = []
+        self.scored_times: list[float] = []
+        self.best: ScoredCandidate | None = None
+        self.status_text = "loading model…"
+
+    # -- layout --------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="dashboard", id="panes"):
+            with TabPane("Dashboard d/F2", id="dashboard"):
+                yield Dashboard()
+            with TabPane("Leaderboard l/F3", id="leaderboard"):
+                yield Leaderboard()
+            with TabPane("Editor e/F4", id="editor"):
+                yield Editor(self.api.palette(), self.api.parse, self.api.format)
+            with TabPane("Compare c/F5", id="compare"):
+                yield Compare()
+            with TabPane("Export x/F6", id="export"):
+                yield Export()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(self.config.redraw_s, self.redraw_visible)
+        self.load_model()
+
+    def redraw_visible(self) -> None:
+        """UI-owned timer: redraw plots that have new data and are on screen; refresh the status."""
+        for plot in self.query(LivePlot):
+            plot.redraw_if_dirty()
+        self.show_status()
+
+    def show_status(self) -> None:
+        for dashboard in self.query(Dashboard):  # none while the app shuts down
+            dashboard.set_status(self.status_line())
+
+    def status_line(self) -> str:
+        p = self.params
+        info = self.info
+        model = f"{info.label} on {info.device} ({info.dtype})" if info else "model: loading"
+        rate = ""
+        recent = [t for t in self.scored_times if t > time.monotonic() - 60]
+        if recent:
+            rate = f" | {len(recent)} cand/min"
+        best = f" | best {self.best.fitness:.3f}" if self.best else ""
+        return (f"{model} | {p.metric} | target {p.sparsity:g} | fitness {p.fitness} | search: {self.search_state}"
+                f"{rate}{best} | {self.api.memory()}\n{self.status_text}")
+
+    # -- bindings --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters) -> bool | None:
+        state = self.search_state
+        allowed = {
+            "start_search": state in ("idle", "stopped", "finished"),
+            "pause": state == "running",
+            "resume": state == "paused",
+            "step": state in ("running", "paused"),
+            "stop": state in ("running", "paused", "preparing"),
+            "settings": state in ("idle", "stopped", "finished", "loading"),
+        }
+        return allowed.get(action, True)
+
+    def set_search_state(self, state: str) -> None:
+        self.search_state = state
+        self.refresh_bindings()
+        self.show_status()
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if binding.action != "quit" and self.check_action(binding.action.split("(")[0], ()) is not False:
+                yield SystemCommand(binding.description, binding.tooltip,
+                                    lambda a=binding.action: self.run_action(a))
+
+    def action_pane(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+
+    @on(TabbedContent.TabActivated)
+    def _focus_pane(self, event: TabbedContent.TabActivated) -> None:
+        """Keyboard-only use: put the focus where the pane's keys work."""
+        target = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
+                  "export": "#export-method"}.get(event.pane.id)
+        if target:
+            self.query_one(target).focus()
+
+    def action_help(self) -> None:
+        sections = {"Everywhere": list(self.BINDINGS)}
+        for widget in (Leaderboard, Editor, Compare):
+            sections[widget.__name__] = list(widget.BINDINGS)
+        from screens.editor import StageView
+
+        sections["Editor ops (focus the op list)"] = list(StageView.BINDINGS)
+        self.push_screen(HelpScreen(sections))
+
+    def action_settings(self) -> None:
+        def apply(params: SearchParams | None) -> None:
+            if params is not None and params != self.params:
+                changed = (params.sparsity, params.metric) != (self.params.sparsity, self.params.metric)
+                self.params = params
+                if changed:
+                    self.query_one(Compare).reset()
+                    self.show_baselines()
+                self.show_status()
+
+        self.push_screen(SettingsScreen(self.params), apply)
+
+    def action_start_search(self) -> None:
+        if self.info is None:
+            self.notify("the model is still loading", severity="warning")
+            return
+        self.set_search_state("preparing")
+        self.start_search_worker()
+
+    def action_pause(self) -> None:
+        if self.controller:
+            self.controller.pause()
+            self.set_search_state("paused")
+
+    def action_resume(self) -> None:
+        if self.controller:
+            self.controller.resume()
+            self.set_search_state("running")
+
+    def action_step(self) -> None:
+        if self.controller:
+            self.controller.step()
+            self.set_search_state("stepping")
+
+    def action_stop(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.set_search_state("stopping")
+
+    async def action_quit(self) -> None:
+        if self.controller is not None and self.controller.running:
+            self.controller.stop()
+            self.controller.join(2.0)
+        self.exit()
+
+    # -- workers (engine work off the UI thread) ---------------------------------------------------
+    def status(self, text: str) -> None:
+        """Thread-safe status line update."""
+        self.post_message(StatusChanged(text))
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_model(self) -> None:
+        info = self.api.load(self.status)
+        self.call_from_thread(self.model_loaded, info)
+
+    def model_loaded(self, info) -> None:
+        self.info = info
+        self.status_text = f"loaded {info.label}: {info.blocks} blocks"
+        self.set_search_state("idle")
+        self.show_baselines()
+
+    @work(thread=True, exclusive=True, group="baselines", exit_on_error=False)
+    def show_baselines(self) -> None:
+        p = self.params
+        views = {m: self.api.allocation(m, p.sparsity, p.metric, status=self.status) for m in ("uniform", "owl")}
+        self.call_from_thread(self._plot_baselines, views)
+        self.status("ready: s starts a search, e opens the editor, ? lists every key")
+
+    def _plot_baselines(self, views: dict[str, AllocationView]) -> None:
+        dash = self.query_one(Dashboard)
+        for name, view in views.items():
+            dash.show_allocation(name, view)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def start_search_worker(self) -> None:
+        try:
+            controller = self.api.start_search(self.params, list(self.seeds), self.engine_event, self.status)
+        except ValueError:
+            self.call_from_thread(self.set_search_state, "idle")
+            raise
+        self.call_from_thread(self._search_started, controller)
+
+    def _search_started(self, controller) -> None:
+        self.controller = controller
+        self.seeds = []
+        self.set_search_state("running")
+        self.status_text = f"searching: run folder {self.params.run}"
+
+    def engine_event(self, event) -> None:
+        """Called in the search thread: hand the event to the UI thread as a message."""
+        self.post_message(EngineEvent(event))
+
+    @on(PreviewRequested)
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def preview(self, message: PreviewRequested) -> None:
+        p = self.params
+        try:
+            view, error = self.api.allocation(message.text, p.sparsity, p.metric, status=self.status), None
+        except ValueError as exc:
+            view, error = None, str(exc)
+        self.post_message(PreviewReady(message.text, view, error))
+
+    @on(EvaluateRequested)
+    @work(thread=True, group="evaluate", exit_on_error=False)
+    def evaluate(self, message: EvaluateRequested) -> None:
+        p = self.params
+        started = time.perf_counter()
+        fitness, view = self.api.fitness(message.text, p.sparsity, p.metric)
+        cand = ScoredCandidate(-1, -1, view.method, fitness, view.block_ratios, time.perf_counter() - started)
+        self.call_from_thread(self._add_candidate, cand)
+        self.call_from_thread(self.notify, f"fitness {fitness:.3f}: {view.method}")
+
+    @on(CompareRequested)
+    @work(thread=True, group="compare", exit_on_error=False)
+    def compare(self, message: CompareRequested) -> None:
+        p = self.params
+        try:
+            ppl, error = self.api.held_out(message.method, p.sparsity, p.metric), None
+        except ValueError as exc:
+            ppl, error = None, str(exc)
+        self.post_message(CompareDone(message.method, ppl, error))
+
+    @on(ExportRequested)
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def export(self, message: ExportRequested) -> None:
+        p = self.params
+        progress = lambda stage, done, total: self.post_message(ExportProgressed(stage, done, total))  # noqa: E731
+        try:
+            path, error = self.api.export(message.method, p.sparsity, p.metric, message.out, message.dtype,
+                                          message.force, progress), None
+        except ValueError as exc:
+            path, error = None, str(exc)
+        self.post_message(ExportDone(path, error))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every worker error becomes a notification; the app keeps running."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            self.notify(message, title=f"{event.worker.group} failed", severity="error", timeout=10)
+            if event.worker.group == "load":
+                self.status_text = f"could not load the model: {message}"
+                self.set_search_state("idle")
+
+    # -- results -------------------------------------------------------------------------------
+    @on(StatusChanged)
+    def _status(self, message: StatusChanged) -> None:
+        self.status_text = message.text
+
+    @on(PreviewReady)
+    def _preview_ready(self, message: PreviewReady) -> None:
+        self.query_one(Editor).show_preview(message)
+        if message.view is not None:
+            self.query_one(Dashboard).show_allocation("editor", message.view)
+
+    @on(CompareDone)
+    def _compare_done(self, message: CompareDone) -> None:
+        self.query_one(Compare).show_result(message)
+
+    @on(ExportProgressed)
+    def _export_progress(self, message: ExportProgressed) -> None:
+        self.query_one(Export).show_progress(message)
+
+    @on(ExportDone)
+    def _export_done(self, message: ExportDone) -> None:
+        self.query_one(Export).show_result(message)
+        if message.error is None:
+            self.notify(f"exported to {message.path}")
+
+    @on(SeedRequested)
+    def _seed(self, message: SeedRequested) -> None:
+        if message.text not in self.seeds:
+            self.seeds.append(message.text)
+        self.notify(f"the next search starts with {len(self.seeds)} seeded function(s)")
+
+    @on(CandidateSelected)
+    def _selected(self, message: CandidateSelected) -> None:
+        c = message.candidate
+        self.query_one(Dashboard).show_allocation("selected", AllocationView(c.text, self.params.sparsity, c.ratios))
+        self.query_one(Editor).set_text(c.text)
+        self.query_one(Export).use_function(c.text)
+        self.query_one(Compare).add_function(c.text)
+        self.notify(f"selected {c.text}: on the dashboard, in the editor, compare and export panes")
+
+    def _add_candidate(self, cand: ScoredCandidate) -> None:
+        self.query_one(Leaderboard).add(cand)
+        if self.best is None or cand.fitness < self.best.fitness:
+            self.best = cand
+            self.query_one(Dashboard).show_allocation(
+                "best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
+
+    @on(EngineEvent)
+    def _engine_event(self, message: EngineEvent) -> None:
+        from engine.search import events as ev
+
+        event = message.event
+        if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+            c = event.candidate
+            cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason)
+            if c.scored:
+                self.scored_times.append(time.monotonic())
+                self._add_candidate(cand)
+            self.status_text = (f"candidate {c.index + 1} (generation {c.generation}): "
+                                + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + f" | {c.text}")
+            if self.search_state == "stepping" and self.controller.control.paused:
+                self.set_search_state("paused")
+        elif isinstance(event, ev.CandidateStarted):
+            self.status_text = f"evaluating candidate {event.index + 1}: {event.text}"
+        elif isinstance(event, ev.GenerationDone) and event.best is not None:
+            self.generations.append(event.generation)
+            self.best_curve.append(event.best)
+            self.median_curve.append(event.median)
+            self.query_one(Dashboard).show_fitness(self.generations, self.best_curve, self.median_curve)
+        elif isinstance(event, ev.SearchStoppedEvent):
+            self.set_search_state("stopped")
+            self.status_text = f"stopped after {event.evaluated} candidates; s resumes from the checkpoint"
+            self.params = replace(self.params, resume=True)
+        elif isinstance(event, ev.SearchFinished):
+            self.set_search_state("finished")
+            held = ", ".join(f"{k}: {v:.2f}" for k, v in event.held_out.items())
+            self.status_text = f"search finished; held-out perplexity: {held}"
+            self.params = replace(self.params, resume=False)
+        elif isinstance(event, ev.SearchError):
+            self.set_search_state("stopped")
+            self.notify(event.message, title="search failed", severity="error", timeout=10)
+
+
+def make_app(config: AppConfig | None = None, api=None) -> WorkbenchApp:
+    """The one factory for the CLI, Pilot tests and snapshot tests (which pass a fake API)."""
+    if api is None:
+        from workbench.engine_api import EngineAPI
+
+        api = EngineAPI()
+    return WorkbenchApp(api, config)
+
+
+__all__ = ["AppConfig", "WorkbenchApp", "make_app"]
