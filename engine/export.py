@@ -1,18 +1,24 @@
-"""Prune a session's model with one allocation and write it as a loadable model folder."""
+"""Prune a session's model with one allocation and write it as a model folder that loads anywhere,
+verified after writing; replay a recipe (pruning.json) to reproduce the same weights."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 
-from engine.loading import DTYPES
+from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
-from engine.metrics import NMPattern
+from engine.loading import DTYPES, load_model
+from engine.metrics import NMPattern, parse_pattern
 from engine.progress import Progress, no_progress
-from engine.recipe import make_recipe
+from engine.recipe import RECIPE_FORMAT, make_recipe
 from engine.saving import check_output, save_model_folder
 from engine.session import PruneResult, Session
+
+VERIFY_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,9 @@ class ExportResult:
 
 def export_pruned(session: Session, method: str, sparsity: float, metric: str, out: str | Path, *,
                   pattern: NMPattern | None = None, dtype: str = "keep", force: bool = False,
-                  evaluate: bool = True, progress: Progress = no_progress) -> ExportResult:
-    """Allocate, prune, (evaluate), save atomically. The session's model stays pruned afterwards."""
+                  evaluate: bool = True, verify: bool = True, max_shard_size: str = "5GB",
+                  progress: Progress = no_progress) -> ExportResult:
+    """Allocate, prune, (evaluate), save atomically and (verify). The session's model stays pruned."""
     check_output(out, force)
     save_dtype = None if dtype in (None, "keep") else DTYPES.get(dtype)
     if dtype not in (None, "keep") and save_dtype is None:
@@ -40,8 +47,66 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         result = session.prune(allocation, metric, pattern, progress=progress)
         ppl = session.perplexity() if evaluate else None
         recipe = make_recipe(session, result, dense_ppl, ppl)
-        path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force, dtype=save_dtype)
+        check = (lambda folder: verify_folder(folder, session, recipe, save_dtype)) if verify else None
+        path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
+                                 dtype=save_dtype, max_shard_size=max_shard_size, verify=check)
     return ExportResult(path, result, dense_ppl, ppl, recipe)
 
 
-__all__ = ["ExportResult", "export_pruned"]
+@torch.no_grad()
+def verify_folder(folder: Path, session: Session, recipe: dict, dtype) -> None:
+    """Reload with plain transformers; every linear's sparsity must equal the recipe's and a forward on
+    a few tokens must match the in-memory pruned model."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or session.loaded.dtype).to(session.loaded.device)
+    for name, expected in recipe["achieved"]["linears"].items():
+        weight = reloaded.get_submodule(name).weight
+        got = (weight == 0).sum().item() / weight.numel()
+        if got != expected and dtype is None:
+            raise WorkbenchError(f"verification failed: {name} has sparsity {got}, the recipe says {expected}")
+        if dtype is not None and got < expected:  # a lower precision can only add zeros
+            raise WorkbenchError(f"verification failed: {name} has sparsity {got} < {expected}")
+    tokens = session.windows("evaluation")[:1, :VERIFY_TOKENS].to(session.loaded.device)
+    mine = session.model(tokens).logits.float()
+    theirs = reloaded(tokens).logits.float()
+    tolerance = 1e-4 if dtype is None else 5e-2 * mine.abs().max().item()
+    if not torch.allclose(mine, theirs, atol=tolerance, rtol=0):
+        diff = (mine - theirs).abs().max().item()
+        raise WorkbenchError(f"verification failed: reloaded logits differ by {diff:.3g} from the pruned model")
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "pruning.json"
+    if not path.is_file():
+        raise WorkbenchError(f"no such recipe: {path}")
+    try:
+        recipe = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WorkbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        raise WorkbenchError(f"{path} is not a dsa-workbench pruning recipe")
+    return recipe
+
+
+def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: str = "keep",
+                  device: str = "auto", max_shard_size: str = "5GB", status=lambda m: None,
+                  progress: Progress = no_progress) -> ExportResult:
+    """Load the recipe's model (checking its fingerprint), same data and settings, prune, export."""
+    check_output(out, force)
+    model = recipe["model"]
+    loaded = load_model(model["source"], dtype=model.get("dtype", "auto"), device=device, status=status)
+    if loaded.fingerprint != model["fingerprint"]:
+        raise WorkbenchError(f"the model at {model['source'] or 'the default source'} is not the one the recipe "
+                             f"was made from ({loaded.fingerprint[:30]}... != {model['fingerprint'][:30]}...)")
+    d = recipe["data"]
+    data = DataConfig(corpus=d["corpus"], seed=d["seed"], seqlen=d["seqlen"], calib_tokens=d["calib_tokens"],
+                      eval_tokens=d["eval_tokens"], sample_size=d["sample_size"])
+    session = Session(loaded, data, progress=progress)
+    alloc = recipe["allocation"]
+    return export_pruned(session, alloc["method"], alloc["target"], recipe["metric"], out,
+                         pattern=parse_pattern(recipe["pattern"]), dtype=dtype, force=force,
+                         evaluate=recipe["perplexity"]["pruned"] is not None, max_shard_size=max_shard_size,
+                         progress=progress)

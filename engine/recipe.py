@@ -22,13 +22,22 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
         "pattern": result.pattern,
         "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
                        "linear_ratios": alloc.linear_ratios},
-        "achieved": {"sparsity": result.sparsity, "linears": result.linear_sparsity},
+        "achieved": {"sparsity": result.sparsity, "blocks": _block_sparsity(session, result),
+                     "linears": result.linear_sparsity},
         "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
                  "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "versions": _versions(),
     }
+
+
+def _block_sparsity(session, result) -> list[float]:
+    out = []
+    for block in session.blocks:
+        params = {n: session.dense[n].numel() for n in block.linears}
+        out.append(sum(result.linear_sparsity[n] * p for n, p in params.items()) / sum(params.values()))
+    return out
 
 
 def _versions() -> dict:

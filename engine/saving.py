@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from engine.errors import WorkbenchError
 
@@ -28,25 +29,26 @@ def check_output(out: str | Path, force: bool) -> Path:
 
 
 def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force: bool = False,
-                      dtype=None) -> Path:
-    """save_pretrained + tokenizer + pruning.json, in a temp folder renamed into place.
+                      dtype=None, max_shard_size: str | int = "5GB",
+                      verify: Callable[[Path], None] | None = None) -> Path:
+    """save_pretrained (sharded safetensors + index) + tokenizer + pruning.json into a temp folder,
+    `verify(temp)` on it, then one rename. Nothing is left at `out` if any step fails or is interrupted.
 
     `dtype` (a torch dtype) converts the saved tensors, not the model in memory."""
     out = check_output(out, force)
+    check_disk_space(out.parent, model, dtype)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        if dtype is None:
-            model.save_pretrained(tmp)
-        else:
-            state = {k: v.to(dtype) for k, v in model.state_dict().items()}
-            original = model.config.dtype
-            model.config.dtype = dtype
-            try:
-                model.save_pretrained(tmp, state_dict=state)
-            finally:
-                model.config.dtype = original
+        state = None if dtype is None else {k: v.to(dtype) for k, v in model.state_dict().items()}
+        model.save_pretrained(tmp, state_dict=state, max_shard_size=max_shard_size)
+        if dtype is not None:  # save_pretrained records the in-memory dtype; record the saved one
+            config = json.loads((tmp / "config.json").read_text())
+            config["dtype"] = str(dtype).removeprefix("torch.")
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save_pretrained(tmp)
         (tmp / RECIPE_NAME).write_text(json.dumps(recipe, indent=2) + "\n")
+        if verify is not None:
+            verify(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -60,11 +62,12 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     return out
 
 
-def read_recipe(folder: str | Path) -> dict | None:
-    path = Path(folder) / RECIPE_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WorkbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
+def check_disk_space(folder: Path, model, dtype=None) -> None:
+    """Refuse to start writing when the weights cannot fit (with 5% to spare)."""
+    item = (lambda p: dtype.itemsize) if dtype is not None else (lambda p: p.element_size())  # noqa: E731
+    tensors = {id(p): p for p in model.state_dict().values()}  # tied weights once
+    need = int(sum(p.numel() * item(p) for p in tensors.values()) * 1.05)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise WorkbenchError(f"not enough disk space in {folder}: {need / 2**30:.2f} GiB needed, "
+                             f"{free / 2**30:.2f} GiB free")

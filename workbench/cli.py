@@ -53,14 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--run", default="runs/search", help="run folder for searches (default runs/search)")
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
-                           description="Calibrate, allocate sparsity per block, prune, evaluate and save.")
-    _model_args(prune)
-    _data_args(prune)
-    _prune_args(prune)
-    prune.add_argument("--out", required=True, help="output folder (a loadable Hugging Face model folder)")
-    prune.add_argument("--force", action="store_true", help="replace an existing output folder")
-    prune.add_argument("--no-eval", action="store_true", help="skip perplexity before and after pruning")
-    _output_args(prune)
+                           description="Calibrate, allocate sparsity per block, prune, evaluate and save "
+                                       "(the same as `export` with an allocation).")
+    ex = sub.add_parser("export", help="export a pruned model: from an allocation, a search run or a recipe",
+                        description="Prune and write a model folder that AutoModelForCausalLM loads: sharded "
+                                    "safetensors, config, tokenizer and pruning.json. Written to a temporary "
+                                    "folder, verified (reload, sparsity per layer, logits), then renamed.")
+    for p in (prune, ex):
+        _model_args(p)
+        _data_args(p)
+        _prune_args(p)
+        p.add_argument("--out", required=True, help="output folder (a loadable Hugging Face model folder)")
+        p.add_argument("--force", action="store_true", help="replace an existing output folder")
+        p.add_argument("--no-eval", action="store_true", help="skip perplexity before and after pruning")
+        p.add_argument("--out-dtype", default="keep", choices=("keep", "float16", "bfloat16"),
+                       help="dtype of the saved tensors (default: keep the model's)")
+        p.add_argument("--shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+        p.add_argument("--no-verify", action="store_true", help="skip the reload check after writing")
+        _output_args(p)
+    ex.add_argument("--function", default=None, metavar="TEXT", help="an allocation function (same as --allocation)")
+    ex.add_argument("--from-run", default=None, metavar="RUN",
+                    help="the best function of a search run, at that run's sparsity, metric, model and data")
+    ex.add_argument("--recipe", default=None, metavar="FILE",
+                    help="replay a pruning.json: same model (checked), data and settings, same weights")
 
     ev = sub.add_parser("eval", help="perplexity (and KL to the dense model) of a saved model",
                         description="Perplexity on the held-out split; with --kl also the mean KL divergence "

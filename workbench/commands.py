@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers.utils import logging as transformers_logging
 
 from engine.allocation import METHODS, AllocationFunction
@@ -10,8 +12,8 @@ from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference
 from engine.loading import load_model
 from engine.metrics import parse_pattern
-from engine.export import export_pruned
-from engine.saving import check_output, read_recipe
+from engine.export import export_pruned, read_recipe_file, replay_recipe
+from engine.saving import RECIPE_NAME, check_output
 from engine.data_config import DataConfig
 from engine.session import Session
 from workbench.cli import print_result
@@ -28,7 +30,7 @@ def run(args) -> int:
         return search(args)
     if args.command == "tui":
         return tui(args)
-    return {"prune": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
+    return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
 def data_config(args) -> DataConfig:
@@ -52,38 +54,65 @@ def check_method(method: str) -> str:
 
 
 def prune(args) -> int:
+    """`prune` and `export`: an allocation (or function, search run, recipe) to a verified model folder."""
+    bars = ProgressBars(not args.quiet)
+    options = dict(force=args.force, dtype=args.out_dtype, max_shard_size=args.shard_size, progress=bars)
+    if getattr(args, "recipe", None):
+        done = replay_recipe(read_recipe_file(args.recipe), args.out, device=args.device, status=bars.status,
+                             **options)
+        return report_export(args, done, "replayed " + args.recipe)
+    if getattr(args, "from_run", None):
+        from engine.search import RunStore, SearchSettings
+
+        store = RunStore(args.from_run)
+        settings = SearchSettings.from_json(store.settings())
+        best = (store.load_state() or {}).get("best")
+        if best is None:
+            raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
+        check_output(args.out, args.force)
+        loaded = load_model(settings.model, dtype=args.dtype, device=args.device, status=bars.status)
+        session = Session(loaded, settings.data, progress=bars)
+        done = export_pruned(session, best["text"], settings.sparsity, settings.metric, args.out,
+                             evaluate=not args.no_eval, verify=not args.no_verify, **options)
+        return report_export(args, done, f"best of {args.from_run}")
     pattern = parse_pattern(args.pattern)
+    method = getattr(args, "function", None) or args.allocation
     if pattern is not None:
         if args.sparsity is not None and abs(args.sparsity - pattern.ratio) > 1e-9:
             raise WorkbenchError(f"--pattern {pattern} means sparsity {pattern.ratio:g}; drop --sparsity")
-        if args.allocation != "uniform":
+        if method != "uniform":
             raise WorkbenchError(f"--pattern {pattern} prunes every layer alike: it needs --allocation uniform")
         target = pattern.ratio
     elif args.sparsity is None:
         raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
     else:
         target = check_target(args.sparsity)
-    method = check_method(args.allocation)
+    method = check_method(method)
     check_output(args.out, args.force)
-    bars = ProgressBars(not args.quiet)
     session = open_session(args, args.model, bars)
-    done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern, force=args.force,
-                         evaluate=not args.no_eval, progress=bars)
-    summary = {"out": str(done.path), "metric": args.metric, "allocation": done.result.allocation.method,
-               "target": target, "sparsity": done.result.sparsity, "dense_perplexity": done.dense_perplexity,
-               "perplexity": done.perplexity, "block_ratios": list(done.result.allocation.block_ratios)}
-    text = (f"pruned {session.loaded.label} with {args.metric} / {done.result.allocation.method} to "
-            f"{done.result.sparsity:.4f} sparsity -> {done.path}")
+    done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern,
+                         evaluate=not args.no_eval, verify=not args.no_verify, **options)
+    return report_export(args, done, session.loaded.label)
+
+
+def report_export(args, done, source: str) -> int:
+    alloc = done.result.allocation
+    size = sum(f.stat().st_size for f in done.path.iterdir() if f.is_file())
+    summary = {"out": str(done.path), "metric": done.result.metric, "allocation": alloc.method,
+               "target": alloc.target, "sparsity": done.result.sparsity, "dense_perplexity": done.dense_perplexity,
+               "perplexity": done.perplexity, "block_ratios": list(alloc.block_ratios), "bytes": size}
+    text = (f"pruned {source} with {done.result.metric} / {alloc.method} to {done.result.sparsity:.4f} sparsity "
+            f"-> {done.path} ({size / 2**20:.0f} MiB)")
     if done.perplexity is not None:
-        text += (f"\nperplexity (held-out, {session.windows('evaluation').numel()} tokens): "
-                 f"dense {done.dense_perplexity:.3f}, pruned {done.perplexity:.3f}")
+        text += f"\nheld-out perplexity: dense {done.dense_perplexity:.3f}, pruned {done.perplexity:.3f}"
     print_result(args, summary, text)
     return 0
 
 
 def evaluate(args) -> int:
     bars = ProgressBars(not args.quiet)
-    recipe = read_recipe(args.model) if _is_dir(args.model) else None
+    has_recipe = (Path(args.model).expanduser() / RECIPE_NAME).is_file()
+    recipe = read_recipe_file(args.model) if has_recipe else None
     session = open_session(args, args.model, bars)
     windows = session.windows("evaluation")
     result = {"model": args.model, "tokens": windows.numel(), "perplexity": session.perplexity()}
@@ -100,12 +129,6 @@ def evaluate(args) -> int:
         text += f"\nKL(dense || model): {result['kl']:.5f} nats/token"
     print_result(args, result, text)
     return 0
-
-
-def _is_dir(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).expanduser().is_dir()
 
 
 def allocations(args) -> int:

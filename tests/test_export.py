@@ -1,0 +1,129 @@
+"""Export: loadable folders with exact sparsity and logits, recipe replay, atomicity, no overwrite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from engine.errors import WorkbenchError
+from engine.export import export_pruned, read_recipe_file, replay_recipe
+from workbench.cli import main
+
+FUNCTION = "abs | mean | no_op | lam=0.1"
+TINY = ["--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256", "--device", "cpu", "--quiet"]
+
+
+def tensors(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def test_round_trip_identical_logits_and_exact_sparsity(tmp_path, tiny_session):
+    out = tmp_path / "m60"
+    done = export_pruned(tiny_session, FUNCTION, 0.6, "wanda", out, max_shard_size="100KB")
+    assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("model-*.safetensors"))) > 1
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "pruning.json"):
+        assert (out / name).is_file(), name
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    tokens = tiny_session.windows("evaluation")[:2]
+    assert torch.equal(reloaded(tokens).logits, tiny_session.model(tokens).logits)
+    recipe = json.loads((out / "pruning.json").read_text())
+    for name, sparsity in recipe["achieved"]["linears"].items():
+        weight = reloaded.get_submodule(name).weight
+        assert (weight == 0).sum().item() / weight.numel() == sparsity
+    assert recipe["allocation"]["method"] == FUNCTION and recipe["metric"] == "wanda"
+    assert len(recipe["achieved"]["blocks"]) == 3 and recipe["data"]["calib_tokens"] == 512
+    assert recipe["perplexity"]["pruned"] == done.perplexity and recipe["versions"]["torch"]
+
+
+def test_recipe_replay_gives_byte_identical_tensors(tmp_path, tiny_model_dir):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["export", "--model", str(tiny_model_dir), "--function", FUNCTION, "--sparsity", "0.7",
+                 "--out", str(first), *TINY]) == 0
+    assert main(["export", "--recipe", str(first / "pruning.json"), "--out", str(second), "--quiet"]) == 0
+    a, b = tensors(first), tensors(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_replay_refuses_another_model(tmp_path, tiny_model_dir):
+    out = tmp_path / "a"
+    assert main(["export", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *TINY]) == 0
+    recipe = read_recipe_file(out)
+    recipe["model"]["fingerprint"] = "folder-sha256:0000"
+    with pytest.raises(WorkbenchError, match="not the one the recipe"):
+        replay_recipe(recipe, tmp_path / "b", device="cpu")
+
+
+def test_refuses_to_overwrite_then_force_replaces(tmp_path, tiny_session):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(WorkbenchError, match="already exists"):
+        export_pruned(tiny_session, "uniform", 0.5, "wanda", out)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_pruned(tiny_session, "uniform", 0.5, "wanda", out, force=True, evaluate=False)
+    assert not (out / "keep.txt").exists() and (out / "pruning.json").is_file()
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, tiny_session, monkeypatch):
+    out = tmp_path / "m"
+    tokenizer = tiny_session.loaded.tokenizer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer, "save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_pruned(tiny_session, "uniform", 0.5, "wanda", out, evaluate=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kill_9_during_export_leaves_no_output_folder(tmp_path, tiny_model_dir):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "workbench.cli", "export", "--model", str(tiny_model_dir), "--sparsity", "0.5",
+           "--out", str(out), "--shard-size", "20KB", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not list(tmp_path.glob(".killed.tmp-*/*.safetensors")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".killed.tmp-*")), "the export finished before it could be killed"
+    assert not out.exists()
+
+
+def test_out_dtype_and_disk_space_check(tmp_path, tiny_session, monkeypatch):
+    out = tmp_path / "half"
+    export_pruned(tiny_session, "owl", 0.6, "wanda", out, dtype="float16", evaluate=False)
+    assert all(t.dtype == torch.float16 for t in tensors(out).values())
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float16
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 10))
+    with pytest.raises(WorkbenchError, match="not enough disk space"):
+        export_pruned(tiny_session, "owl", 0.6, "wanda", tmp_path / "full", evaluate=False)
+    assert not (tmp_path / "full").exists()
+
+
+def test_export_best_of_a_search_run(tmp_path, tiny_model_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["search", "--model", str(tiny_model_dir), "--run", str(run), "--sparsity", "0.6",
+                 "--generations", "1", "--population", "3", "--fitness-tokens", "256", *TINY]) == 0
+    best = (run / "best.txt").read_text().strip()
+    out = tmp_path / "best"
+    assert main(["export", "--from-run", str(run), "--out", str(out), "--device", "cpu", "--quiet", "--json"]) == 0
+    recipe = read_recipe_file(out)
+    assert recipe["allocation"]["method"] == best and recipe["allocation"]["target"] == 0.6
