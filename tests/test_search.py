@@ -93,6 +93,15 @@ def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, 
     assert killed_log == [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
 
 
+def test_parallel_evaluators_give_the_same_run_as_one(tmp_path, tiny_model_dir, uninterrupted):
+    run = tmp_path / "two-devices"
+    subprocess.run(cli_search(run, tiny_model_dir, "--devices", "cpu,cpu"), check=True, capture_output=True,
+                   env=_env())
+    assert population(run) == population(uninterrupted)
+    assert [(c.text, c.fitness) for c in RunStore(run).candidates()] == \
+        [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
+
+
 def test_new_search_refuses_an_existing_run_and_foreign_folders(tmp_path, uninterrupted):
     with pytest.raises(WorkbenchError, match="--resume"):
         RunStore(uninterrupted).create({})

@@ -233,6 +233,9 @@ class WorkbenchApp(App):
         self.status_text = f"loaded {info.label}: {info.blocks} blocks"
         self.set_search_state("idle")
         self.show_baselines()
+        editor = self.query_one(Editor)
+        if editor.text:
+            self.post_message(PreviewRequested(editor.text))
 
     @work(thread=True, exclusive=True, group="baselines", exit_on_error=False)
     def show_baselines(self) -> None:
@@ -268,6 +271,8 @@ class WorkbenchApp(App):
     @on(PreviewRequested)
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def preview(self, message: PreviewRequested) -> None:
+        if self.info is None:
+            return  # previewed again once the model is loaded
         p = self.params
         try:
             view, error = self.api.allocation(message.text, p.sparsity, p.metric, status=self.status), None

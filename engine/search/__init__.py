@@ -38,4 +38,7 @@ def open_search(run: str, settings: SearchSettings | None = None, *, devices: li
     evaluator = evaluators[0] if len(evaluators) == 1 else ParallelEvaluator(evaluators)
     status("preparing caches (calibration, scores, row orders)")
     evaluator.prepare(progress)
+    held = sum(sum(s.cache_bytes().values()) for s in sessions)
+    status(f"caches ready on {len(sessions)} device(s): {held / 2**20:.0f} MiB "
+           f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in sessions[0].cache_bytes().items())} MiB each)")
     return Search(settings, store, evaluator, held_out=evaluators[0].held_out, on_event=on_event)
