@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from engine.compressed import SPARSE_FORMATS, load_compressed
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.loading import DTYPES, load_model
@@ -33,12 +34,14 @@ class ExportResult:
 def export_pruned(session: Session, method: str, sparsity: float, metric: str, out: str | Path, *,
                   pattern: NMPattern | None = None, dtype: str = "keep", force: bool = False,
                   evaluate: bool = True, verify: bool = True, max_shard_size: str = "5GB",
-                  progress: Progress = no_progress) -> ExportResult:
+                  sparse_format: str = "dense", progress: Progress = no_progress) -> ExportResult:
     """Allocate, prune, (evaluate), save atomically and (verify). The session's model stays pruned."""
     check_output(out, force)
     save_dtype = None if dtype in (None, "keep") else DTYPES.get(dtype)
     if dtype not in (None, "keep") and save_dtype is None:
         raise WorkbenchError(f"unknown export dtype '{dtype}'; use keep, float16 or bfloat16")
+    if sparse_format not in SPARSE_FORMATS:
+        raise WorkbenchError(f"unknown format '{sparse_format}'; use one of {', '.join(SPARSE_FORMATS)}")
     with session.lock:
         if evaluate:
             session.restore()
@@ -47,19 +50,25 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         result = session.prune(allocation, metric, pattern, progress=progress)
         ppl = session.perplexity() if evaluate else None
         recipe = make_recipe(session, result, dense_ppl, ppl)
-        check = (lambda folder: verify_folder(folder, session, recipe, save_dtype)) if verify else None
+        check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format)) if verify else None
         path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
-                                 dtype=save_dtype, max_shard_size=max_shard_size, verify=check)
+                                 dtype=save_dtype, max_shard_size=max_shard_size, sparse_format=sparse_format,
+                                 verify=check)
     return ExportResult(path, result, dense_ppl, ppl, recipe)
 
 
 @torch.no_grad()
-def verify_folder(folder: Path, session: Session, recipe: dict, dtype) -> None:
-    """Reload with plain transformers; every linear's sparsity must equal the recipe's and a forward on
-    a few tokens must match the in-memory pruned model."""
+def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_format: str = "dense") -> None:
+    """Reload (plain transformers, or compressed-tensors' decompression); every linear's sparsity must
+    equal the recipe's and a forward on a few tokens must match the in-memory pruned model."""
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or session.loaded.dtype).to(session.loaded.device)
+    load_dtype = dtype or session.loaded.dtype
+    if sparse_format == "compressed-tensors":
+        reloaded = load_compressed(folder, load_dtype)
+    else:
+        reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=load_dtype)
+    reloaded.to(session.loaded.device)
     for name, expected in recipe["achieved"]["linears"].items():
         weight = reloaded.get_submodule(name).weight
         got = (weight == 0).sum().item() / weight.numel()
@@ -92,8 +101,8 @@ def read_recipe_file(path: str | Path) -> dict:
 
 
 def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: str = "keep",
-                  device: str = "auto", max_shard_size: str = "5GB", status=lambda m: None,
-                  progress: Progress = no_progress) -> ExportResult:
+                  device: str = "auto", max_shard_size: str = "5GB", sparse_format: str = "dense",
+                  status=lambda m: None, progress: Progress = no_progress) -> ExportResult:
     """Load the recipe's model (checking its fingerprint), same data and settings, prune, export."""
     check_output(out, force)
     model = recipe["model"]
@@ -109,4 +118,4 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
     return export_pruned(session, alloc["method"], alloc["target"], recipe["metric"], out,
                          pattern=parse_pattern(recipe["pattern"]), dtype=dtype, force=force,
                          evaluate=recipe["perplexity"]["pruned"] is not None, max_shard_size=max_shard_size,
-                         progress=progress)
+                         sparse_format=sparse_format, progress=progress)

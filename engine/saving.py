@@ -29,18 +29,26 @@ def check_output(out: str | Path, force: bool) -> Path:
 
 
 def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force: bool = False,
-                      dtype=None, max_shard_size: str | int = "5GB",
+                      dtype=None, max_shard_size: str | int = "5GB", sparse_format: str = "dense",
                       verify: Callable[[Path], None] | None = None) -> Path:
     """save_pretrained (sharded safetensors + index) + tokenizer + pruning.json into a temp folder,
     `verify(temp)` on it, then one rename. Nothing is left at `out` if any step fails or is interrupted.
 
-    `dtype` (a torch dtype) converts the saved tensors, not the model in memory."""
+    `dtype` (a torch dtype) converts the saved tensors, not the model in memory; `sparse_format`
+    "compressed-tensors" stores the linears as bitmask-compressed tensors (see engine.compressed)."""
     out = check_output(out, force)
     check_disk_space(out.parent, model, dtype)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        state = None if dtype is None else {k: v.to(dtype) for k, v in model.state_dict().items()}
-        model.save_pretrained(tmp, state_dict=state, max_shard_size=max_shard_size)
+        if sparse_format == "compressed-tensors":
+            if dtype is not None:
+                raise WorkbenchError("the compressed-tensors format keeps the model's dtype: drop --out-dtype")
+            from engine.compressed import save_compressed
+
+            save_compressed(model, tmp, recipe["achieved"]["sparsity"], recipe["pattern"], max_shard_size)
+        else:
+            state = None if dtype is None else {k: v.to(dtype) for k, v in model.state_dict().items()}
+            model.save_pretrained(tmp, state_dict=state, max_shard_size=max_shard_size)
         if dtype is not None:  # save_pretrained records the in-memory dtype; record the saved one
             config = json.loads((tmp / "config.json").read_text())
             config["dtype"] = str(dtype).removeprefix("torch.")

@@ -10,6 +10,7 @@ from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select,
 from screens.messages import ExportDone, ExportProgressed, ExportRequested
 
 DTYPES = [("keep the model's dtype", "keep"), ("float16", "float16"), ("bfloat16", "bfloat16")]
+FORMATS = [("dense safetensors", "dense"), ("compressed-tensors (sparse)", "compressed-tensors")]
 
 
 class Export(Vertical):
@@ -21,6 +22,7 @@ class Export(Vertical):
         yield Label("Output folder")
         yield Input(value="out/pruned", id="export-out")
         with Horizontal(id="export-options"):
+            yield Select(FORMATS, value="dense", allow_blank=False, id="export-format")
             yield Select(DTYPES, value="keep", allow_blank=False, id="export-dtype")
             yield Checkbox("replace an existing folder", id="export-force")
             yield Button("Export", id="export-button", variant="primary")
@@ -40,7 +42,8 @@ class Export(Vertical):
             return
         self.query_one("#export-button", Button).disabled = True
         self.query_one("#export-result", Static).update(f"exporting {method} to {out}…")
-        self.post_message(ExportRequested(method, out, self.query_one("#export-dtype", Select).value,
+        self.post_message(ExportRequested(method, out, self.query_one("#export-format", Select).value,
+                                          self.query_one("#export-dtype", Select).value,
                                           self.query_one("#export-force", Checkbox).value))
 
     def show_progress(self, message: ExportProgressed) -> None:

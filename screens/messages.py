@@ -86,10 +86,11 @@ class CandidateSelected(Message):
 
 
 class ExportRequested(Message):
-    def __init__(self, method: str, out: str, dtype: str, force: bool) -> None:
+    def __init__(self, method: str, out: str, format: str, dtype: str, force: bool) -> None:
         super().__init__()
         self.method = method
         self.out = out
+        self.format = format
         self.dtype = dtype
         self.force = force
 

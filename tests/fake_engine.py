@@ -145,8 +145,8 @@ class FakeAPI:
                                          self.candidate_seconds)
         return self.controller
 
-    def export(self, method, sparsity, metric, out, dtype, force, progress):
-        self.calls.append(("export", method, out, dtype, force))
+    def export(self, method, sparsity, metric, out, sparse_format, dtype, force, progress):
+        self.calls.append(("export", method, out, sparse_format, dtype, force))
         for i in range(3):
             progress("pruning", i + 1, 3)
         if out == "exists":

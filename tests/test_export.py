@@ -127,3 +127,23 @@ def test_export_best_of_a_search_run(tmp_path, tiny_model_dir, capsys):
     assert main(["export", "--from-run", str(run), "--out", str(out), "--device", "cpu", "--quiet", "--json"]) == 0
     recipe = read_recipe_file(out)
     assert recipe["allocation"]["method"] == best and recipe["allocation"]["target"] == 0.6
+
+
+@pytest.mark.parametrize("pattern", [None, "2:4"])
+def test_compressed_tensors_layout_decompresses_to_the_pruned_model(tmp_path, tiny_model_dir, pattern):
+    from engine.compressed import load_compressed
+
+    out = tmp_path / "ct"
+    args = ["--pattern", pattern] if pattern else ["--allocation", "owl", "--sparsity", "0.6"]
+    assert main(["export", "--model", str(tiny_model_dir), *args, "--format", "compressed-tensors", "--out", str(out),
+                 *TINY]) == 0
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["sparsity_config"]["format"] == ("sparse-24-bitmask" if pattern else "sparse-bitmask")
+    stored = tensors(out)
+    assert "model.layers.0.mlp.down_proj.bitmask" in stored and "model.layers.0.mlp.down_proj.weight" not in stored
+    dense_out = tmp_path / "dense"
+    assert main(["export", "--model", str(tiny_model_dir), *args, "--out", str(dense_out), *TINY]) == 0
+    expected = tensors(dense_out)
+    rebuilt = load_compressed(out, torch.float32).state_dict()
+    for name, tensor in expected.items():
+        assert torch.equal(rebuilt[name], tensor), name

@@ -235,7 +235,7 @@ async def test_export_reports_progress_and_result_or_error():
         app.query_one("#export-out").value = "out/m70"
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "written: out/m70" in str(export.query_one("#export-result").render()))
-        assert ("export", "owl", "out/m70", "keep", False) in api.calls
+        assert ("export", "owl", "out/m70", "dense", "keep", False) in api.calls
         app.query_one("#export-out").value = "exists"
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))

@@ -306,8 +306,8 @@ class WorkbenchApp(App):
         p = self.params
         progress = lambda stage, done, total: self.post_message(ExportProgressed(stage, done, total))  # noqa: E731
         try:
-            path, error = self.api.export(message.method, p.sparsity, p.metric, message.out, message.dtype,
-                                          message.force, progress), None
+            path, error = self.api.export(message.method, p.sparsity, p.metric, message.out, message.format,
+                                          message.dtype, message.force, progress), None
         except ValueError as exc:
             path, error = None, str(exc)
         self.post_message(ExportDone(path, error))

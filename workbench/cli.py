@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dtype of the saved tensors (default: keep the model's)")
         p.add_argument("--shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
         p.add_argument("--no-verify", action="store_true", help="skip the reload check after writing")
+        p.add_argument("--format", default="dense", choices=("dense", "compressed-tensors"),
+                       help="dense safetensors (default), or the compressed-tensors sparse layout: bitmask, "
+                            "2:4 bitmask with --pattern 2:4 (needs pip install 'dsa-workbench[sparse]')")
         _output_args(p)
     ex.add_argument("--function", default=None, metavar="TEXT", help="an allocation function (same as --allocation)")
     ex.add_argument("--from-run", default=None, metavar="RUN",

@@ -56,7 +56,8 @@ def check_method(method: str) -> str:
 def prune(args) -> int:
     """`prune` and `export`: an allocation (or function, search run, recipe) to a verified model folder."""
     bars = ProgressBars(not args.quiet)
-    options = dict(force=args.force, dtype=args.out_dtype, max_shard_size=args.shard_size, progress=bars)
+    options = dict(force=args.force, dtype=args.out_dtype, max_shard_size=args.shard_size,
+                   sparse_format=args.format, progress=bars)
     if getattr(args, "recipe", None):
         done = replay_recipe(read_recipe_file(args.recipe), args.out, device=args.device, status=bars.status,
                              **options)

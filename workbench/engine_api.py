@@ -111,10 +111,10 @@ class EngineAPI:
         return controller
 
     @user_errors
-    def export(self, method: str, sparsity: float, metric: str, out: str, dtype: str, force: bool,
-               progress) -> str:
+    def export(self, method: str, sparsity: float, metric: str, out: str, sparse_format: str, dtype: str,
+               force: bool, progress) -> str:
         done = export_pruned(self._session(), method, sparsity, metric, out, dtype=dtype, force=force,
-                             progress=progress)
+                             sparse_format=sparse_format, progress=progress)
         return str(done.path)
 
     def memory(self) -> str:
