@@ -12,13 +12,12 @@ import time
 import torch
 
 from engine.allocation import AllocationFunction
-from engine.allocation.ops import STAGES
 from engine.allocation.samples import BlockSample
 from engine.errors import WorkbenchError
 from engine.search import events as ev
 from engine.search.control import Control, SearchStopped
 from screens.messages import AllocationView
-from workbench.engine_api import ModelInfo
+from workbench.engine_api import EngineAPI, ModelInfo
 
 N_BLOCKS = 12
 
@@ -85,7 +84,9 @@ class FakeController:
         return not self._thread.is_alive()
 
 
-class FakeAPI:
+class FakeAPI(EngineAPI):
+    """palette/parse/format are the real ones; everything that would touch a model is scripted."""
+
     def __init__(self, load_error: str | None = None, candidate_seconds: float = 0.02):
         self.load_error = load_error
         self.candidate_seconds = candidate_seconds
@@ -98,23 +99,6 @@ class FakeAPI:
         if self.load_error:
             raise ValueError(self.load_error)
         return ModelInfo("fake-llama", "cpu", "float32", N_BLOCKS)
-
-    def palette(self):
-        return {stage: [op for op in ops if op != "no_op"] for stage, ops in STAGES.items()}
-
-    def parse(self, text):
-        try:
-            f = AllocationFunction.parse(text)
-        except WorkbenchError as exc:
-            raise ValueError(str(exc)) from exc
-        return {"pre": f.pre, "reduction": f.reduction, "transform": f.transform, "lam": f.lam,
-                "direction": f.direction}
-
-    def format(self, fields):
-        try:
-            return str(AllocationFunction(**fields))
-        except WorkbenchError as exc:
-            raise ValueError(str(exc)) from exc
 
     def allocation(self, method, sparsity, metric, status=lambda m: None):
         self.calls.append(("allocation", method, sparsity, metric))
