@@ -103,3 +103,14 @@ def test_default_dtype_on_cpu_is_float32(capsys, tmp_path, tiny_model_dir):
 
     tensors = load_file(out / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in tensors.values())
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch):
+    from workbench import commands
+
+    def oom(args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(commands, "run", oom)
+    code, _, err = run(capsys, "allocations", "--sparsity", "0.5")
+    assert code == 1 and err.count("\n") == 1 and "out of memory" in err

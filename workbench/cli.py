@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dsa-workbench: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("dsa-workbench: error: out of memory; lower --batch-size or the token counts", file=sys.stderr)
+    except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
+            raise
+        print("dsa-workbench: error: out of memory; lower --batch-size or the token counts, or use another "
+              "--device", file=sys.stderr)
         return 1
 
 
