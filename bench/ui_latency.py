@@ -1,61 +1,75 @@
-"""Key-to-render latency of the TUI while a real search runs on the default model.
+"""Key-to-render latency of the TUI in a real terminal while a search runs on the default model.
 
     python bench/ui_latency.py [--presses 40]
 
-Starts the app headless (Textual's Pilot, 120x40) on the real engine, starts a search, waits for the
-first candidate, then presses pane keys and measures, per press, the time until the app has handled
-the key and refreshed the screen. Prints the median, 95th percentile and worst case in milliseconds.
+Runs `dsa-workbench` in tmux (120x40), starts a search, waits for the first scored candidate, then
+switches panes with single keys. Each latency is the time from `tmux send-keys` until
+`tmux capture-pane` shows the new pane's content (polled every few milliseconds, so the figure
+includes the terminal round trip). Prints the median, 95th percentile and worst case.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.data_config import DataConfig  # noqa: E402
-from screens.settings import SearchParams  # noqa: E402
-from workbench.app import AppConfig, make_app  # noqa: E402
-from workbench.engine_api import EngineAPI  # noqa: E402
+# a text that only the pane reached by each key shows
+MARKERS = {"l": "gen ", "d": "Per-block importance", "c": "held-out perplexity", "x": "Output folder"}
 
 
-async def measure(presses: int) -> list[float]:
-    run = Path(tempfile.mkdtemp()) / "run"
-    data = DataConfig(seqlen=256, calib_tokens=4096, fitness_tokens=1024, eval_tokens=1024)
-    app = make_app(AppConfig(params=SearchParams(run=str(run), population=8, generations=50)), EngineAPI(data=data))
-    latencies = []
-    async with app.run_test(size=(120, 40)) as pilot:
-        while not app.status_text.startswith("ready"):
-            await pilot.pause(0.2)
-        await pilot.press("s")
-        while not app.query_one("Leaderboard").candidates:
-            await pilot.pause(0.2)
-        print(f"search running ({app.search_state}); pressing pane keys", flush=True)
-        keys = ["l", "d", "c", "d"]
-        for i in range(presses):
-            start = time.perf_counter()
-            await pilot.press(keys[i % len(keys)])
-            await pilot.wait_for_scheduled_animations()
-            latencies.append((time.perf_counter() - start) * 1000)
-            await pilot.pause(0.1)
-        scored = len(app.query_one("Leaderboard").candidates)
-        await pilot.press("q")
-    print(f"{scored} candidates scored during the measurement")
-    return latencies
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def wait_for(session: str, text: str, timeout: float, poll: float = 0.002) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if text in tmux("capture-pane", "-p", "-t", session):
+            return time.perf_counter() - start
+        time.sleep(poll)
+    raise TimeoutError(f"{text!r} did not appear within {timeout} s")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presses", type=int, default=40)
     args = p.parse_args()
-    lat = sorted(asyncio.run(measure(args.presses)))
+    if shutil.which("tmux") is None:
+        sys.exit("tmux is needed")
+    run = Path(tempfile.mkdtemp()) / "run"
+    exe = Path(sys.executable).parent / "dsa-workbench"
+    program = str(exe) if exe.exists() else f"{sys.executable} -m workbench.cli"
+    session = "dsa-ui-latency"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+         f"{program} tui --run {run} --seqlen 256 --calib-tokens 4096 --fitness-tokens 1024 --eval-tokens 1024")
+    try:
+        wait_for(session, "ready:", timeout=600, poll=0.5)
+        tmux("send-keys", "-t", session, "s")
+        wait_for(session, "cand/min", timeout=600, poll=0.2)
+        print("search running; switching panes", flush=True)
+        keys = ["l", "d", "c", "d", "x", "d"]
+        latencies = []
+        for i in range(args.presses):
+            key = keys[i % len(keys)]
+            start = time.perf_counter()
+            tmux("send-keys", "-t", session, key)
+            wait_for(session, MARKERS[key], timeout=30)
+            latencies.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.2)
+        shown = tmux("capture-pane", "-p", "-t", session)
+        tmux("send-keys", "-t", session, "C-q")
+    finally:
+        time.sleep(2)
+        tmux("kill-session", "-t", session)
+    lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    print(shown)
     print(f"key-to-render latency while searching: median {statistics.median(lat):.1f} ms, p95 {p95:.1f} ms, "
           f"max {lat[-1]:.1f} ms over {len(lat)} presses (target: answered within 100 ms)")
 

@@ -42,4 +42,5 @@ def load_compressed(folder: Path, dtype):
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     ModelCompressor.from_pretrained(str(folder)).decompress(str(folder), model)
+    model.tie_weights()  # decompression replaces the embedding, which unties a tied lm_head
     return model

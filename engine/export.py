@@ -43,10 +43,10 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
     if sparse_format not in SPARSE_FORMATS:
         raise WorkbenchError(f"unknown format '{sparse_format}'; use one of {', '.join(SPARSE_FORMATS)}")
     with session.lock:
+        allocation = session.allocate(method, sparsity, metric)  # an invalid function fails before any forward
         if evaluate:
             session.restore()
         dense_ppl = session.perplexity() if evaluate else None
-        allocation = session.allocate(method, sparsity, metric)
         result = session.prune(allocation, metric, pattern, progress=progress)
         ppl = session.perplexity() if evaluate else None
         recipe = make_recipe(session, result, dense_ppl, ppl)

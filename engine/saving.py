@@ -40,6 +40,7 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     check_disk_space(out.parent, model, dtype)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
         if sparse_format == "compressed-tensors":
             if dtype is not None:
                 raise WorkbenchError("the compressed-tensors format keeps the model's dtype: drop --out-dtype")
@@ -79,3 +80,16 @@ def check_disk_space(folder: Path, model, dtype=None) -> None:
     if free < need:
         raise WorkbenchError(f"not enough disk space in {folder}: {need / 2**30:.2f} GiB needed, "
                              f"{free / 2**30:.2f} GiB free")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+

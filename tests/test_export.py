@@ -147,3 +147,17 @@ def test_compressed_tensors_layout_decompresses_to_the_pruned_model(tmp_path, ti
     rebuilt = load_compressed(out, torch.float32).state_dict()
     for name, tensor in expected.items():
         assert torch.equal(rebuilt[name], tensor), name
+
+
+def test_compressed_tensors_keeps_tied_embeddings(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.compressed import load_compressed, save_compressed
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    save_compressed(model, tmp_path / "tied", 0.0, None, "5GB")
+    tokens = torch.randint(0, 128, (1, 8))
+    assert torch.equal(load_compressed(tmp_path / "tied", torch.float32)(tokens).logits, model(tokens).logits)
