@@ -3,7 +3,7 @@
     python bench/ui_latency.py [--presses 40]
 
 Runs `dsa-workbench` in tmux (120x40), starts a search, waits for the first scored candidate, then
-switches panes with single keys. Each latency is the time from `tmux send-keys` until
+switches panes with the F-keys. Each latency is the time from `tmux send-keys` until
 `tmux capture-pane` shows the new pane's content (polled every few milliseconds, so the figure
 includes the terminal round trip). Prints the median, 95th percentile and worst case.
 """
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 # a text that only the pane reached by each key shows
-MARKERS = {"l": "gen ", "d": "Per-block importance", "c": "held-out perplexity", "x": "Output folder"}
+MARKERS = {"F3": "gen ", "F2": "Per-block importance", "F5": "held-out perplexity", "F6": "Output folder"}
 
 
 def tmux(*args: str) -> str:
@@ -53,14 +53,15 @@ def main() -> None:
         tmux("send-keys", "-t", session, "s")
         wait_for(session, "cand/min", timeout=600, poll=0.2)
         print("search running; switching panes", flush=True)
-        keys = ["l", "d", "c", "d", "x", "d"]
-        latencies = []
+        keys = ["F3", "F2", "F5", "F2", "F6", "F2"]  # F-keys work whatever has the focus
+        latencies, per_key = [], {}
         for i in range(args.presses):
             key = keys[i % len(keys)]
             start = time.perf_counter()
             tmux("send-keys", "-t", session, key)
             wait_for(session, MARKERS[key], timeout=30)
             latencies.append((time.perf_counter() - start) * 1000)
+            per_key.setdefault(key, []).append(latencies[-1])
             time.sleep(0.2)
         shown = tmux("capture-pane", "-p", "-t", session)
         tmux("send-keys", "-t", session, "C-q")
@@ -70,6 +71,9 @@ def main() -> None:
     lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
     print(shown)
+    for key, values in per_key.items():
+        print(f"{key} -> {MARKERS[key]!r}: median {statistics.median(values):.1f} ms, max {max(values):.1f} ms; "
+              f"in order: {', '.join(f'{v:.0f}' for v in values)}")
     print(f"key-to-render latency while searching: median {statistics.median(lat):.1f} ms, p95 {p95:.1f} ms, "
           f"max {lat[-1]:.1f} ms over {len(lat)} presses (target: answered within 100 ms)")
 

@@ -5,8 +5,11 @@ ValueError with a one-line message."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
+
+import torch
 
 from engine.allocation import AllocationFunction
 from engine.allocation.ops import STAGES
@@ -52,6 +55,9 @@ class EngineAPI:
     @user_errors
     def load(self, status: Callable[[str], None]) -> ModelInfo:
         loaded = load_model(self.model_source, dtype=self.dtype, device=self.device, status=status)
+        cores = os.cpu_count() or 1
+        if loaded.device.type == "cpu" and cores > 1:
+            torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once
         self.session = Session(loaded, self.data)
         return ModelInfo(loaded.label, str(loaded.device), str(loaded.dtype).removeprefix("torch."),
                          len(self.session.blocks))
