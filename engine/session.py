@@ -108,6 +108,14 @@ class Session:
         self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, achieved, overall)
         return self.pruned
 
+    def score(self, method: str, target: float, metric: str, split: str = "evaluation",
+              progress: Progress | None = None) -> tuple[Allocation, float]:
+        """Allocate, prune and measure perplexity on `split`, holding the lock throughout."""
+        allocation = self.allocate(method, target, metric)
+        with self.lock:
+            self.prune(allocation, metric, progress=progress)
+            return allocation, self.perplexity(split, progress=progress)
+
     def restore(self) -> None:
         """Put the dense weights back (no-op when nothing is pruned)."""
         if self.pruned is not None:

@@ -89,19 +89,12 @@ class EngineAPI:
     @user_errors
     def fitness(self, text: str, sparsity: float, metric: str) -> tuple[float, AllocationView]:
         """Perplexity on the fitness split of a function, for the leaderboard."""
-        session = self._session()
-        with session.lock:
-            a = session.allocate(text, sparsity, metric)
-            session.prune(a, metric)
-            ppl = session.perplexity("fitness")
+        a, ppl = self._session().score(text, sparsity, metric, "fitness")
         return ppl, AllocationView(a.method, a.target, a.block_ratios, a.block_values)
 
     @user_errors
     def held_out(self, method: str, sparsity: float, metric: str) -> float:
-        session = self._session()
-        with session.lock:
-            session.prune(session.allocate(method, sparsity, metric), metric)
-            return session.perplexity("evaluation")
+        return self._session().score(method, sparsity, metric, "evaluation")[1]
 
     @user_errors
     def start_search(self, params: SearchParams, seeds: list[str], on_event, status) -> SearchController:
