@@ -4,7 +4,7 @@
 
 Runs `dsa-workbench` in tmux (120x40), starts a search, waits for the first scored candidate, then
 switches panes with the F-keys. Each latency is the time from `tmux send-keys` until
-`tmux capture-pane` shows the new pane's content (polled every few milliseconds, so the figure
+`tmux capture-pane` shows the new pane's content (polled every 10 ms, so the figure
 includes the terminal round trip). Prints the median, 95th percentile and worst case.
 """
 
@@ -27,7 +27,7 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
-def wait_for(session: str, text: str, timeout: float, poll: float = 0.002) -> float:
+def wait_for(session: str, text: str, timeout: float, poll: float = 0.01) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if text in tmux("capture-pane", "-p", "-t", session):

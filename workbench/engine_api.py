@@ -5,6 +5,7 @@ ValueError with a one-line message."""
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -58,6 +59,7 @@ class EngineAPI:
         cores = os.cpu_count() or 1
         if loaded.device.type == "cpu" and cores > 1:
             torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once
+        gc.freeze()  # the model's many objects leave the GC's scans, which otherwise stall the UI thread
         self.session = Session(loaded, self.data)
         return ModelInfo(loaded.label, str(loaded.device), str(loaded.dtype).removeprefix("torch."),
                          len(self.session.blocks))
