@@ -93,6 +93,25 @@ def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, 
     assert killed_log == [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
 
 
+def test_ctrl_c_stops_after_the_candidate_then_resume_finishes_the_same(tmp_path, tiny_model_dir, uninterrupted):
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(), text=True)
+    log = run / "candidates.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 7):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in out
+    state = json.loads((run / "state.json").read_text())
+    assert len(log.read_text().splitlines()) == state["logged"] and not state["done"]
+    resume = [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet"]
+    subprocess.run(resume, check=True, capture_output=True, env=_env())
+    assert population(run) == population(uninterrupted)
+
+
 def test_parallel_evaluators_give_the_same_run_as_one(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "two-devices"
     subprocess.run(cli_search(run, tiny_model_dir, "--devices", "cpu,cpu"), check=True, capture_output=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -74,19 +75,24 @@ def search(args) -> int:
                           status=bars.status)
     printer.total = search_.settings.population * search_.settings.generations
     controller = SearchController(search_)
-    controller.start()
     interrupts = 0
-    while True:
-        try:
-            if controller.join(0.2):
-                break
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts == 1:
-                bars.status("stopping after the candidate in flight (Ctrl-C again to stop now)")
-                controller.stop(after_candidate=True)
-            else:
-                controller.stop()
+
+    def on_sigint(signum, frame):
+        # A handler instead of KeyboardInterrupt: an interrupted Thread.join leaves the interpreter in a
+        # state where torch aborts at exit.
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            bars.status("stopping after the candidate in flight (Ctrl-C again to stop now)")
+        controller.stop(after_candidate=interrupts == 1)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        controller.start()
+        while not controller.join(0.2):
+            pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if controller.error is not None:
         raise controller.error
     if controller.result is None:
