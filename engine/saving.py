@@ -38,7 +38,8 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     "compressed-tensors" stores the linears as bitmask-compressed tensors (see engine.compressed)."""
     out = check_output(out, force)
     check_disk_space(out.parent, model, dtype)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
         if sparse_format == "compressed-tensors":
@@ -69,6 +70,24 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def remove_stale_temps(out: Path) -> None:
+    """Delete temporary folders that killed exports to `out` left behind (their process is gone)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*-*"):
+        pid = tmp.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_disk_space(folder: Path, model, dtype=None) -> None:

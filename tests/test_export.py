@@ -103,6 +103,9 @@ def test_kill_9_during_export_leaves_no_output_folder(tmp_path, tiny_model_dir):
     proc.wait()
     assert list(tmp_path.glob(".killed.tmp-*")), "the export finished before it could be killed"
     assert not out.exists()
+    assert main(["export", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), "--no-eval",
+                 *TINY]) == 0
+    assert out.is_dir() and not list(tmp_path.glob(".killed.tmp-*"))  # the dead export's leftovers are gone
 
 
 def test_out_dtype_and_disk_space_check(tmp_path, tiny_session, monkeypatch):
