@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -29,9 +30,17 @@ class LoadedModel:
     tokenizer: object
     source: str | None  # what the user named; None for the default model
     label: str  # a name to show
-    fingerprint: str  # identifies the weights: file hash for GGUF, config+weights stat for folders
+    identity: str | Path  # a fingerprint already known (GGUF hash, hub id), or the folder to hash
     device: torch.device
     dtype: torch.dtype
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies the weights: sha256 of the GGUF file, or of a folder's config and weight files
+        (computed on first use: recipes need it, plain loading does not)."""
+        if isinstance(self.identity, Path):
+            return _folder_fingerprint(self.identity)
+        return self.identity
 
 
 def cache_dir() -> Path:
@@ -93,7 +102,7 @@ def load_model(source: str | None = None, *, dtype: str | None = "auto", device:
         elif path.is_dir():
             if not (path / "config.json").is_file():
                 raise WorkbenchError(f"not a model folder (no config.json): {source}")
-            folder, fingerprint = path, _folder_fingerprint(path)
+            folder, fingerprint = path, path
         elif path.exists():
             raise WorkbenchError(f"not a model: {source} (expected a folder, a .gguf file or a hub id)")
         elif HUB_ID.match(source) and not source.startswith((".", "~")):
@@ -164,19 +173,22 @@ def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return _hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def _folder_fingerprint(folder: Path) -> str:
     h = hashlib.sha256((folder / "config.json").read_bytes())
     for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}".encode())
+        h.update(f.name.encode())
+        _hash_file(h, f)
     return f"folder-sha256:{h.hexdigest()}"
+
+
+def _hash_file(h, path: Path):
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h
 
 
 def _first_line(exc: BaseException) -> str:
