@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Opens the TUI: live plots, search control, leaderboard, function editor, "
                                      "comparison and export. Press ? inside for every key.")
     _model_args(tui)
-    _data_args(tui)
-    tui.add_argument("--fitness-tokens", type=int, default=DataConfig().fitness_tokens,
-                     help=f"tokens of the fitness split (default {DataConfig().fitness_tokens})")
+    _data_args(tui, fitness=True)
     tui.add_argument("--sparsity", type=float, default=0.7, help="initial target sparsity (default 0.7)")
     tui.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
     tui.add_argument("--run", default="runs/search", help="run folder for searches (default runs/search)")
@@ -113,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--run", help="run folder to create (required unless --resume)")
     se.add_argument("--resume", metavar="RUN", help="continue the search stored in RUN with its own settings")
     _model_args(se)
-    _data_args(se)
-    se.add_argument("--fitness-tokens", type=int, default=DataConfig().fitness_tokens,
-                    help=f"tokens of the fitness split scored per candidate (default {DataConfig().fitness_tokens})")
+    _data_args(se, fitness=True)
     g = se.add_argument_group("search")
     g.add_argument("--sparsity", type=float, help="target mean sparsity, e.g. 0.7")
     g.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
@@ -146,7 +142,8 @@ def _model_args(p, positional: bool = False) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
 
 
-def _data_args(p) -> None:
+def _data_args(p, fitness: bool = False) -> None:
+    """Corpus, seed and token counts; `fitness` adds the fitness split's token count (search, TUI)."""
     d = DataConfig()
     g = p.add_argument_group("data")
     g.add_argument("--corpus", default=None,
@@ -159,6 +156,9 @@ def _data_args(p) -> None:
     g.add_argument("--eval-tokens", type=int, default=d.eval_tokens,
                    help=f"held-out evaluation tokens (default {d.eval_tokens})")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per forward (default {d.batch_size})")
+    if fitness:
+        g.add_argument("--fitness-tokens", type=int, default=d.fitness_tokens,
+                       help=f"tokens of the fitness split scored per candidate (default {d.fitness_tokens})")
 
 
 def _prune_args(p) -> None:
