@@ -46,7 +46,8 @@ class RunStore:
     def create(self, settings: dict) -> None:
         if self.folder.exists() and any(self.folder.iterdir()):
             if self.exists:
-                raise WorkbenchError(f"run folder {self.folder} already holds a search: continue it with --resume")
+                raise WorkbenchError(f"run folder {self.folder} already holds a search: resume it (--resume) "
+                                     "or choose another folder")
             raise WorkbenchError(f"run folder {self.folder} exists and is not empty")
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(self.folder / "run.json",
