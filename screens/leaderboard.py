@@ -17,7 +17,7 @@ SORTS = ("fitness", "index")
 class Leaderboard(Vertical):
     DEFAULT_CLASSES = "pane"
     BINDINGS = [
-        Binding("o", "cycle_sort", "Sort", id="leaderboard.sort", tooltip="Sort by fitness or by arrival"),
+        Binding("f", "cycle_sort", "Sort", id="leaderboard.sort", tooltip="Sort by fitness or by arrival"),
     ]
 
     def __init__(self, **kwargs) -> None:

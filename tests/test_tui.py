@@ -128,7 +128,7 @@ async def test_leaderboard_sort_and_select_sends_function_everywhere():
         table.focus()
         first = table.get_row_at(0)
         assert float(first[2]) == pytest.approx(min(c.fitness for c in board.candidates.values()), abs=1e-3)
-        await pilot.press("o")
+        await pilot.press("f")
         assert board.sort_by == "index" and table.get_row_at(0)[0] == "0"
         await pilot.press("enter")
         chosen = str(table.get_row_at(0)[4])
