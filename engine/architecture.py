@@ -45,6 +45,11 @@ class Block:
         return sum(lin.weight.numel() for lin in self.linears.values())
 
 
+def block_means(blocks: list[Block], per_linear: dict[str, float]) -> list[float]:
+    """Parameter-weighted mean of a per-linear quantity (ratio, sparsity) over each block."""
+    return [sum(per_linear[n] * lin.weight.numel() for n, lin in b.linears.items()) / b.params for b in blocks]
+
+
 def check_supported(config) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:

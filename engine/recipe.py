@@ -6,6 +6,8 @@ import platform
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
+from engine.architecture import block_means
+
 RECIPE_FORMAT = "dsa-workbench/pruning"
 
 
@@ -22,7 +24,7 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
         "pattern": result.pattern,
         "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
                        "linear_ratios": alloc.linear_ratios},
-        "achieved": {"sparsity": result.sparsity, "blocks": _block_sparsity(session, result),
+        "achieved": {"sparsity": result.sparsity, "blocks": block_means(session.blocks, result.linear_sparsity),
                      "linears": result.linear_sparsity},
         "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
@@ -30,14 +32,6 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "versions": _versions(),
     }
-
-
-def _block_sparsity(session, result) -> list[float]:
-    out = []
-    for block in session.blocks:
-        params = {n: session.dense[n].numel() for n in block.linears}
-        out.append(sum(result.linear_sparsity[n] * p for n, p in params.items()) / sum(params.values()))
-    return out
 
 
 def _versions() -> dict:

@@ -82,7 +82,7 @@ class Session:
 
     def allocation_inputs(self, metric: str) -> AllocationInputs:
         """Allocations read magnitude scores for magnitude and Wanda scores for Wanda and SparseGPT."""
-        score_metric = "magnitude" if check_metric(metric) == "magnitude" else "wanda"
+        score_metric = _score_metric(metric)
         if score_metric not in self._inputs:
             scorer = self.pruner(score_metric)
             self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense, scorer.scores,
@@ -91,7 +91,7 @@ class Session:
 
     def has_allocation_inputs(self, metric: str) -> bool:
         """Whether allocations for `metric` are ready without calibration or sampling."""
-        key = "magnitude" if metric == "magnitude" else "wanda"
+        key = _score_metric(metric)
         return key in self._inputs and "samples" in self._inputs[key].__dict__
 
     def allocate(self, method: str, target: float, metric: str = "wanda") -> Allocation:
@@ -149,6 +149,11 @@ class Session:
                                     if "samples" in i.__dict__),
                "dense references": sum(r.nbytes for r in self._references.values())}
         return out
+
+
+def _score_metric(metric: str) -> str:
+    """The scores allocations read: magnitude for magnitude, Wanda for Wanda and SparseGPT."""
+    return "magnitude" if check_metric(metric) == "magnitude" else "wanda"
 
 
 __all__ = ["METRICS", "DataConfig", "PruneResult", "Session"]

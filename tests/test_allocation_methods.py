@@ -76,3 +76,14 @@ def test_hill_alpha_is_lower_for_heavy_tailed_spectra():
     u, _, v = torch.linalg.svd(gaussian, full_matrices=False)
     heavy = u @ torch.diag(torch.arange(1, 101, dtype=torch.float32) ** -1.0) @ v
     assert hill_alpha(heavy) < hill_alpha(gaussian)
+
+
+def test_method_names_aliases_and_function_texts_are_canonicalised(tiny_session):
+    from engine.allocation import canonical_method
+    from engine.errors import InvalidFunctionError
+
+    assert canonical_method("alphapruning") == "alpha" and canonical_method("owl") == "owl"
+    assert canonical_method(" abs|mean |no_op ") == "abs | mean | no_op"
+    with pytest.raises(InvalidFunctionError):
+        canonical_method("abs | means | no_op")
+    assert tiny_session.allocate("alphapruning", 0.6).block_ratios == tiny_session.allocate("alpha", 0.6).block_ratios

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
 
-from engine.allocation import METHODS, AllocationFunction
+from engine.allocation import METHODS, canonical_method
 from engine.allocation.mapping import check_target
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference
@@ -48,11 +48,6 @@ def open_session(args, source: str | None, bars: ProgressBars) -> Session:
     return Session(loaded, data_config(args), progress=bars)
 
 
-def check_method(method: str) -> str:
-    """A method name, or the canonical text of a function (raises on an invalid one)."""
-    return method if method in METHODS or method == "alphapruning" else str(AllocationFunction.parse(method))
-
-
 def prune(args) -> int:
     """`prune` and `export`: an allocation (or function, search run, recipe) to a verified model folder."""
     bars = ProgressBars(not args.quiet)
@@ -88,7 +83,7 @@ def prune(args) -> int:
         raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
     else:
         target = check_target(args.sparsity)
-    method = check_method(method)
+    method = canonical_method(method)
     check_output(args.out, args.force)
     session = open_session(args, args.model, bars)
     done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern,
@@ -134,7 +129,7 @@ def evaluate(args) -> int:
 
 def allocations(args) -> int:
     target = check_target(args.sparsity)
-    methods = list(METHODS) + [check_method(f) for f in args.function]
+    methods = list(METHODS) + [canonical_method(f) for f in args.function]
     bars = ProgressBars(not args.quiet)
     session = open_session(args, args.model, bars)
     columns, errors = {}, {}

@@ -1,7 +1,8 @@
 """Layer-wise sparsity allocations: the classic baselines and DSA allocation functions."""
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
-from engine.allocation.methods import BASELINES, METHODS, Allocation, AllocationInputs, compute_allocation
+from engine.allocation.methods import (BASELINES, METHODS, Allocation, AllocationInputs, canonical_method,
+                                       compute_allocation)
 
 __all__ = ["PUBLISHED_DSA", "AllocationFunction", "BASELINES", "METHODS", "Allocation", "AllocationInputs",
-           "compute_allocation"]
+           "canonical_method", "compute_allocation"]

@@ -11,7 +11,7 @@ import torch
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.mapping import check_target, rebalance, solve_weighted_mean, spread_ratios
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
-from engine.architecture import Block
+from engine.architecture import Block, block_means
 from engine.errors import WorkbenchError
 
 OWL_M = 5.0
@@ -21,6 +21,7 @@ ER_PLUS_BOOST = 2.0
 
 BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
 METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
+METHOD_ALIASES = {"alphapruning": "alpha"}
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,16 @@ def hill_alpha(weight: torch.Tensor) -> float:
     return 1.0 + (k - 1) / logs if logs > 0 else float("inf")
 
 
+def canonical_method(method: str) -> str:
+    """A method name (aliases resolved) or the canonical text of a function; raises on an invalid one."""
+    method = METHOD_ALIASES.get(method, method)
+    return method if method in METHODS else str(AllocationFunction.parse(method))
+
+
 def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> Allocation:
     """Per-linear ratios for `method` (a name in METHODS or a function's text form)."""
     target = check_target(target)
-    if method in ("alphapruning",):
-        method = "alpha"
+    method = METHOD_ALIASES.get(method, method)
     if method == "uniform":
         return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
     if method == "owl":
@@ -103,10 +109,7 @@ def _from_blocks(method, target, inputs, block_ratios, values=None) -> Allocatio
 
 
 def _from_linears(method, target, inputs, linear_ratios: dict[str, float]) -> Allocation:
-    blocks = tuple(
-        sum(linear_ratios[n] * inputs.linear_params[n] for n in b.linears) / b.params for b in inputs.blocks
-    )
-    return Allocation(method, target, linear_ratios, blocks)
+    return Allocation(method, target, linear_ratios, tuple(block_means(inputs.blocks, linear_ratios)))
 
 
 def _global_ratios(target, inputs) -> dict[str, float]:
