@@ -8,7 +8,7 @@ from torch import nn
 
 from engine.errors import WorkbenchError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+SUPPORTED_MODEL_TYPES = ("llama", "dsa_pruned_llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
 # The seven linears of a decoder block, by path inside the block.
 LINEAR_PATHS = (

@@ -55,11 +55,11 @@ class DenseReference:
         return self.log_probs.numel() * self.log_probs.element_size()
 
     @torch.no_grad()
-    def kl(self, model, progress: Progress = no_progress) -> float:
-        """Mean over tokens of KL(dense || model)."""
+    def kl(self, model, progress: Progress = no_progress, windows: int | None = None) -> float:
+        """Mean over tokens of KL(dense || model), on the first `windows` windows (default all)."""
         device = _device(model)
         total, count = 0.0, 0
-        batches = self.windows.split(self.batch_size)
+        batches = self.windows[:windows].split(self.batch_size)
         for i, batch in enumerate(batches):
             start = i * self.batch_size
             log_q = F.log_softmax(model(batch.to(device), use_cache=False).logits.float(), dim=-1)

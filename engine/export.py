@@ -85,7 +85,8 @@ def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_fo
         raise WorkbenchError(f"verification failed: reloaded logits differ by {diff:.3g} from the pruned model")
 
 
-def read_recipe_file(path: str | Path) -> dict:
+def read_recipe_file(path: str | Path, formats: tuple[str, ...] = (RECIPE_FORMAT,)) -> dict:
+    """A pruning.json (or the one in a model folder) of one of `formats`."""
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / "pruning.json"
@@ -95,7 +96,7 @@ def read_recipe_file(path: str | Path) -> dict:
         recipe = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise WorkbenchError(f"{path} is not valid JSON ({exc.msg})") from exc
-    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+    if not isinstance(recipe, dict) or recipe.get("format") not in formats:
         raise WorkbenchError(f"{path} is not a dsa-workbench pruning recipe")
     return recipe
 

@@ -108,3 +108,22 @@ class ExportDone(Message):
         super().__init__()
         self.path = path
         self.error = error
+
+
+class StructuredStartRequested(Message):
+    """Build the level database if needed, then start (or resume) the structured search."""
+
+    def __init__(self, params) -> None:
+        super().__init__()
+        self.params = params
+
+
+class StructuredExportRequested(Message):
+    """Write the smaller model of the run's best structure."""
+
+    def __init__(self, params, out: str, finetune_tokens: int, force: bool) -> None:
+        super().__init__()
+        self.params = params
+        self.out = out
+        self.finetune_tokens = finetune_tokens
+        self.force = force

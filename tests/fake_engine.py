@@ -17,7 +17,8 @@ from engine.errors import WorkbenchError
 from engine.search import events as ev
 from engine.search.control import Control, SearchStopped
 from screens.messages import AllocationView
-from workbench.engine_api import EngineAPI, ModelInfo
+from engine.structured.search import parse_stages
+from workbench.engine_api import EngineAPI, ModelInfo, StructuredInfo
 
 N_BLOCKS = 12
 
@@ -29,39 +30,28 @@ def _samples():
 
 
 class FakeController:
-    def __init__(self, on_event, population: int, generations: int, seconds: float):
+    """Runs `script(controller)` in a thread; the script calls `wait()` once per candidate."""
+
+    def __init__(self, on_event, script, seconds: float):
         self.control = Control()
         self.on_event = on_event
-        self.population = population
-        self.generations = generations
+        self.script = script
         self.seconds = seconds
+        self.evaluated = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def wait(self):
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            self.control.checkpoint()
+            time.sleep(0.005)
+
     def _run(self):
-        index = 0
         try:
-            for g in range(self.generations):
-                fits = []
-                for i in range(self.population):
-                    text = f"abs | mean | no_op | lam={round(0.01 * (index + 1), 2)}"
-                    self.on_event(ev.CandidateStarted(index, g, text))
-                    end = time.monotonic() + self.seconds
-                    while time.monotonic() < end:
-                        self.control.checkpoint()
-                        time.sleep(0.005)
-                    fitness = 100.0 / (1 + index) + 10
-                    ratios = tuple(0.7 + 0.01 * math.sin(b + index) for b in range(N_BLOCKS))
-                    cand = ev.Candidate(index, g, text, fitness, ratios, self.seconds)
-                    self.on_event(ev.NewBest(cand))
-                    self.on_event(ev.CandidateScored(cand))
-                    fits.append(fitness)
-                    index += 1
-                    self.control.candidate_done()
-                self.on_event(ev.GenerationDone(g, min(fits), sorted(fits)[len(fits) // 2], len(fits), 0))
-            self.on_event(ev.SearchFinished(None, {"uniform": 500.0, "owl": 480.0}))
+            self.script(self)
         except SearchStopped:
-            self.on_event(ev.SearchStoppedEvent(index))
+            self.on_event(ev.SearchStoppedEvent(self.evaluated))
 
     def pause(self):
         self.control.pause()
@@ -82,6 +72,59 @@ class FakeController:
     def join(self, timeout):
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+def dsa_script(population: int, generations: int):
+    def script(c: FakeController):
+        for g in range(generations):
+            fits = []
+            for i in range(population):
+                index = c.evaluated
+                text = f"abs | mean | no_op | lam={round(0.01 * (index + 1), 2)}"
+                c.on_event(ev.CandidateStarted(index, g, text))
+                c.wait()
+                fitness = 100.0 / (1 + index) + 10
+                ratios = tuple(0.7 + 0.01 * math.sin(b + index) for b in range(N_BLOCKS))
+                cand = ev.Candidate(index, g, text, fitness, ratios, c.seconds)
+                c.on_event(ev.NewBest(cand))
+                c.on_event(ev.CandidateScored(cand))
+                fits.append(fitness)
+                c.evaluated += 1
+                c.control.candidate_done()
+            c.on_event(ev.GenerationDone(g, min(fits), sorted(fits)[len(fits) // 2], len(fits), 0))
+        c.on_event(ev.SearchFinished(None, {"uniform": 500.0, "owl": 480.0}))
+    return script
+
+
+def structured_script(offspring: int, stages, generations: int):
+    """Levels on a 9-head, 10-MLP-level grid; stage s of generation g scores what survived stage s-1."""
+    def script(c: FakeController):
+        best = None
+        for g in range(generations):
+            pool = [f"attn {' '.join(str(4 + (b + i + g) % 2) for b in range(N_BLOCKS))} / "
+                    f"mlp {' '.join(str(5 + (b * i) % 3 - 1) for b in range(N_BLOCKS))}" for i in range(offspring + 1)]
+            for s, stage in enumerate(stages):
+                scored = []
+                for text in pool:
+                    index = c.evaluated
+                    c.on_event(ev.CandidateStarted(index, g, text))
+                    c.wait()
+                    fitness = 1.0 / (2 + g + s) + 0.001 * len(scored)
+                    cand = ev.Candidate(index, g, text, fitness, (), c.seconds, stage=s)
+                    c.on_event(ev.CandidateScored(cand))
+                    scored.append((fitness, text))
+                    c.evaluated += 1
+                    c.control.candidate_done()
+                pool = [t for _, t in sorted(scored)[:stage.survivors]]
+                c.on_event(ev.StageDone(g, s, len(scored), len(pool), stage.finetune_tokens, stage.fitness_tokens,
+                                        min(scored)[0]))
+            winner = ev.Candidate(c.evaluated, g, pool[0], min(scored)[0], (), stage=len(stages) - 1)
+            if best is None or winner.fitness < best.fitness:
+                best = winner
+                c.on_event(ev.NewBest(winner))
+            c.on_event(ev.GenerationDone(g, winner.fitness, None, offspring + 1, 0))
+        c.on_event(ev.SearchFinished(best, {"uniform": 90.0, "searched": 80.0}))
+    return script
 
 
 class FakeAPI(EngineAPI):
@@ -125,9 +168,26 @@ class FakeAPI(EngineAPI):
 
     def start_search(self, params, seeds, on_event, status):
         self.calls.append(("start_search", params, tuple(seeds)))
-        self.controller = FakeController(on_event, min(params.population, 4), min(params.generations, 3),
+        self.controller = FakeController(on_event, dsa_script(min(params.population, 4), min(params.generations, 3)),
                                          self.candidate_seconds)
         return self.controller
+
+    def start_structured(self, params, on_event, status):
+        self.calls.append(("start_structured", params))
+        stages = parse_stages(params.stages)
+        status("level database: 1/1")
+        self.structured = FakeController(on_event, structured_script(min(params.offspring, 3), stages,
+                                                                     min(params.generations, 2)),
+                                         self.candidate_seconds)
+        info = StructuredInfo(params.run, 9, 10, min(params.offspring, 3),
+                              [(st.survivors, 0 if params.one_shot else st.finetune_tokens, st.fitness_tokens)
+                               for st in stages], "new search")
+        return self.structured, info
+
+    def export_structured(self, run, out, finetune_tokens, lr, force, progress):
+        self.calls.append(("export_structured", run, out, finetune_tokens, force))
+        progress("fine-tune", 1, 1)
+        return out
 
     def export(self, method, sparsity, metric, out, sparse_format, dtype, force, progress):
         self.calls.append(("export", method, out, sparse_format, dtype, force))

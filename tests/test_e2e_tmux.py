@@ -76,3 +76,55 @@ def test_search_pause_edit_quit_in_tmux(tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["evaluated"] >= 1
     assert len((run / "candidates.jsonl").read_text().splitlines()) == state["logged"]
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_structured_build_search_export_in_tmux(tmp_path):
+    run, out = tmp_path / "srun", tmp_path / "small"
+    exit_file = tmp_path / "exit-code"
+    script = Path(sys.executable).parent / "dsa-workbench"
+    program = str(script) if script.exists() else f"{sys.executable} -m workbench.cli"
+    command = (f"{program} tui --seqlen 256 --calib-tokens 1024 --eval-tokens 512 --device cpu; "
+               f"echo $? > {exit_file}")
+    session = f"dsa-e2e-s-{tmp_path.name}"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+
+    def fill(text: str) -> None:  # the focused text box
+        tmux("send-keys", "-t", session, "C-u")
+        tmux("send-keys", "-t", session, "-l", text)
+
+    try:
+        wait_for(session, "ready:", timeout=300)
+        tmux("send-keys", "-t", session, "F7")
+        wait_for(session, "Start / resume", timeout=10)
+        # from the Start button back through the form: one-shot, lr, stages, offspring, generations, keep, run
+        tmux("send-keys", "-t", session, "BTab", "BTab", "BTab")
+        fill("1:256:256")
+        tmux("send-keys", "-t", session, "BTab")
+        fill("2")
+        tmux("send-keys", "-t", session, "BTab")
+        fill("1")
+        tmux("send-keys", "-t", session, "BTab", "BTab")
+        fill(str(run))
+        tmux("send-keys", "-t", session, "F7")  # the focus back on Start, where s starts
+        time.sleep(0.5)
+        tmux("send-keys", "-t", session, "s")
+        finished = wait_for(session, "structured search: finished", timeout=400)
+        (tmp_path / "structured.txt").write_text(finished)
+        assert "held-out perplexity" in finished and "heads (best)" in finished
+        tmux("send-keys", "-t", session, "Tab")  # Start -> export folder
+        fill(str(out))
+        tmux("send-keys", "-t", session, "Tab", "Tab", "Tab", "Enter")  # fine-tune tokens, replace, Export
+        wait_for(session, "exported:", timeout=120)
+        tmux("send-keys", "-t", session, "C-q")
+        end = time.monotonic() + 30
+        while not exit_file.exists() and time.monotonic() < end:
+            time.sleep(0.25)
+        assert exit_file.exists(), screen(session)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        tmux("kill-session", "-t", session)
+    final = json.loads((run / "final.json").read_text())
+    assert set(final["held_out_perplexity"]) == {"uniform", "searched"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "dsa_pruned_llama" and len(config["layer_heads"]) == 30

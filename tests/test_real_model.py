@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from engine.data_config import DataConfig
 from engine.loading import load_model
@@ -32,3 +33,28 @@ def test_wanda_50_percent_perplexity_is_finite_and_above_dense(real_session):
     assert result.sparsity == pytest.approx(0.5, abs=1e-3)
     assert math.isfinite(dense) and math.isfinite(pruned)
     assert 1 < dense < pruned
+
+
+def test_structured_half_model_exports_smaller_and_reloads(real_session, tmp_path):
+    """Level database, uniform 50% structure, export, reload with the Auto classes."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.structured.compact import parameter_count
+    from engine.structured.export import export_structure
+    from engine.structured.run import RunSource, Workspace, build_run_database
+    from engine.structured.structure import uniform
+
+    real_session.restore()
+    db = build_run_database(tmp_path / "run", RunSource(None, real_session.data), session=real_session)
+    structure = uniform(db.shapes, 0.5)
+    assert db.kept_fraction(structure) == pytest.approx(0.5, abs=0.03)
+    workspace = Workspace(real_session, db)
+    half = workspace.evaluate(structure, 0, 1024)[0]
+    assert 0 < half < workspace.evaluate(uniform(db.shapes, 0.3), 0, 1024)[0]  # keeping more costs less KL
+    done = export_structure(workspace, structure, tmp_path / "out")
+    dense_params = parameter_count(real_session.model)
+    assert done.params < 0.8 * dense_params
+    assert real_session.perplexity() < done.perplexity < 10 * real_session.perplexity()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    x = real_session.windows("evaluation")[:1, :64]
+    assert torch.equal(reloaded(x).logits, workspace.compact(structure)(x).logits)

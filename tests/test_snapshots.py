@@ -83,3 +83,18 @@ def test_settings(snap_compare):
         await freeze(pilot)
 
     assert snap_compare(ready_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_structured(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("f7")
+        pilot.app.query_one("#structured-stages").value = "2:1024:512,1:4096:2048"
+        await pilot.press("s")
+        end = time.monotonic() + 10
+        while time.monotonic() < end and pilot.app.structured_state != "finished":
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        await freeze(pilot)
+
+    assert snap_compare(ready_app(), terminal_size=SIZE, run_before=run_before)

@@ -15,6 +15,7 @@ from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
+from screens.structured import Structured
 from workbench.app import AppConfig, make_app
 
 SIZE = (120, 40)
@@ -51,13 +52,15 @@ async def test_load_failure_is_a_notification_not_a_crash():
         assert app.is_running
 
 
-@pytest.mark.parametrize("key,pane", [("d", "dashboard"), ("l", "leaderboard"), ("e", "editor"),
-                                      ("c", "compare"), ("x", "export"), ("f3", "leaderboard")])
+@pytest.mark.parametrize("key,pane", [("d", "dashboard"), ("f2", "dashboard"), ("l", "leaderboard"), ("e", "editor"),
+                                      ("c", "compare"), ("x", "export"), ("f3", "leaderboard"),
+                                      ("u", "structured"), ("f7", "structured")])
 async def test_pane_keys(key, pane):
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.search_state == "idle")
-        await pilot.press("d")
+        # F-keys work from a pane whose text box holds the focus; letters from the dashboard
+        await pilot.press("f6" if key.startswith("f") else "d")
         await pilot.press(key)
         assert app.query_one("#panes").active == pane
 
@@ -285,3 +288,64 @@ async def test_quit_during_a_search_stops_it():
         await wait_until(pilot, lambda: app.search_state == "running")
         await pilot.press("q")
     assert not api.controller.running
+
+
+async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():
+    api = FakeAPI(candidate_seconds=0.01)
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("f7")
+        pane = app.query_one(Structured)
+        pane.query_one("#structured-stages").value = "2:64:32,1:128:64"
+        await pilot.press("s")  # on this pane, s starts the structured search
+        assert await wait_until(pilot, lambda: app.structured_state == "finished")
+        assert app.search_state == "idle"  # the DSA search was not touched
+        params = api.calls[-1][1]
+        assert params.stages == "2:64:32,1:128:64" and params.target == 0.5
+        assert [row[:5] for row in pane.stages] == [[1, 4, 2, 64, 32], [2, 2, 1, 128, 64]]
+        assert [row[5] for row in pane.stages] == [0, 0]  # reset at the end of each generation
+        plot = pane.query_one("#kept-plot", LivePlot)
+        heads = plot._series["heads (best)"][1]
+        assert len(heads) == 12 and all(0 < h < 1 for h in heads)
+        assert "held-out" in str(pane.query_one("#structured-status").render())
+
+
+async def test_structured_pause_resume_stop_act_on_the_pane_in_view():
+    api = FakeAPI(candidate_seconds=0.3)
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("f7")
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.structured_state == "running")
+        await pilot.press("p")
+        assert app.structured_state == "paused" and api.structured.control.paused
+        assert app.check_action("resume", ()) is True
+        await pilot.press("f2")
+        assert app.check_action("resume", ()) is False and app.check_action("start_search", ()) is True
+        await pilot.press("s")  # a DSA search may not start beside the structured one
+        assert app.search_state == "idle" and api.controller is None
+        await pilot.press("f7")
+        await pilot.press("r")
+        assert not api.structured.control.paused
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: app.structured_state == "stopped")
+
+
+async def test_structured_export_button_and_bad_settings():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.search_state == "idle")
+        await pilot.press("f7")
+        pane = app.query_one(Structured)
+        pane.query_one("#structured-out").value = "out/small"
+        pane.query_one("#structured-finetune").value = "4096"
+        pane.query_one("#structured-export").press()
+        assert await wait_until(pilot, lambda: any(c[0] == "export_structured" for c in api.calls))
+        assert api.calls[-1] == ("export_structured", "runs/structured", "out/small", 4096, False)
+        pane.query_one("#structured-target").value = "half"
+        await pilot.press("s")
+        await pilot.pause(0.2)
+        assert app.structured_state == "idle" and not any(c[0] == "start_structured" for c in api.calls)

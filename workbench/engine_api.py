@@ -20,8 +20,14 @@ from engine.export import export_pruned
 from engine.loading import load_model
 from engine.search import SearchController, SearchSettings, open_search
 from engine.session import Session
+from engine.structured.export import export_structure
+from engine.structured.run import (RunSource, StructuredRun, build_run_database, open_structured_search,
+                                   open_workspace)
+from engine.structured.search import StructuredSettings, parse_stages
+from engine.structured.structure import Structure
 from screens.messages import AllocationView
 from screens.settings import SearchParams
+from screens.structured import StructuredParams
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,18 @@ class ModelInfo:
     device: str
     dtype: str
     blocks: int
+
+
+@dataclass(frozen=True)
+class StructuredInfo:
+    """What the structured pane shows about a search it started."""
+
+    run: str
+    heads: int
+    mlp_levels: int
+    offspring: int
+    stages: list[tuple[int, int, int]]  # survivors, fine-tune tokens (0 when one-shot), fitness tokens
+    note: str
 
 
 def user_errors(fn):
@@ -116,6 +134,39 @@ class EngineAPI:
                force: bool, progress) -> str:
         done = export_pruned(self._session(), method, sparsity, metric, out, dtype=dtype, force=force,
                              sparse_format=sparse_format, progress=progress)
+        return str(done.path)
+
+    @user_errors
+    def start_structured(self, params: StructuredParams, on_event, status) -> tuple[SearchController, StructuredInfo]:
+        """Build the run's level database if it has none, then start a new search or resume the stored one."""
+        session = self._session()
+        run = StructuredRun(params.run)
+        built = run.has_database
+        build_run_database(params.run, RunSource(session.loaded.source, self.data), session=session, status=status,
+                           progress=lambda stage, done, total: status(f"{stage}: {done}/{total}"))
+        resume = run.store.exists
+        settings = None if resume else StructuredSettings(
+            target=params.target, generations=params.generations, offspring=params.offspring,
+            stages=parse_stages(params.stages), one_shot=params.one_shot, lr=params.lr)
+        workspace = open_workspace(params.run, session=session, lr=params.lr)
+        search = open_structured_search(params.run, settings, workspace=workspace, on_event=on_event)
+        controller = SearchController(search)
+        controller.start()
+        settings = search.settings
+        stages = [(st.survivors, settings.finetune_tokens(i), st.fitness_tokens) for i, st in enumerate(settings.stages)]
+        note = ("resumed the stored search" if resume else "new search") + ("" if built else "; level database built")
+        return controller, StructuredInfo(params.run, search.shapes.heads, search.shapes.mlp_levels,
+                                          settings.offspring, stages, note)
+
+    @user_errors
+    def export_structured(self, run: str, out: str, finetune_tokens: int, lr: float, force: bool, progress) -> str:
+        """Export the best structure of `run`'s search as a smaller model folder."""
+        workspace = open_workspace(run, session=self._session(), lr=lr)
+        best = (StructuredRun(run).store.load_state(repair=False) or {}).get("best")
+        if best is None:
+            raise WorkbenchError(f"run {run} has no searched structure yet: start the search first")
+        done = export_structure(workspace, Structure.parse(best["text"], workspace.shapes), out,
+                                finetune_tokens=finetune_tokens, force=force, progress=progress)
         return str(done.path)
 
     def memory(self) -> str:

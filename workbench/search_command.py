@@ -63,18 +63,9 @@ class EventPrinter:
             print(f"search error: {event.message}", file=sys.stderr, flush=True)
 
 
-def search(args) -> int:
-    if bool(args.run) == bool(args.resume):
-        raise WorkbenchError("give either --run RUN for a new search or --resume RUN")
-    settings = None if args.resume else settings_from(args)
-    bars = ProgressBars(not args.quiet)
-    run = args.resume or args.run
-    total = (settings.population * settings.generations) if settings else None
-    printer = EventPrinter(total or 0, args.quiet)
-    search_ = open_search(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
-                          status=bars.status)
-    printer.total = search_.settings.population * search_.settings.generations
-    controller = SearchController(search_)
+def run_in_foreground(controller: SearchController, bars: ProgressBars) -> int:
+    """Run a search thread until it ends; Ctrl-C stops it after the candidate in flight, twice at once.
+    Returns how many times Ctrl-C was pressed; re-raises the search's error."""
     interrupts = 0
 
     def on_sigint(signum, frame):
@@ -95,6 +86,22 @@ def search(args) -> int:
         signal.signal(signal.SIGINT, previous)
     if controller.error is not None:
         raise controller.error
+    return interrupts
+
+
+def search(args) -> int:
+    if bool(args.run) == bool(args.resume):
+        raise WorkbenchError("give either --run RUN for a new search or --resume RUN")
+    settings = None if args.resume else settings_from(args)
+    bars = ProgressBars(not args.quiet)
+    run = args.resume or args.run
+    total = (settings.population * settings.generations) if settings else None
+    printer = EventPrinter(total or 0, args.quiet)
+    search_ = open_search(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
+                          status=bars.status)
+    printer.total = search_.settings.population * search_.settings.generations
+    controller = SearchController(search_)
+    interrupts = run_in_foreground(controller, bars)
     if controller.result is None:
         print_result(args, {"run": run, "stopped": True, "evaluated": search_.state["evaluated"]},
                      f"stopped after {search_.state['evaluated']} candidates; continue with "

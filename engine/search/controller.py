@@ -6,11 +6,12 @@ import threading
 
 from engine.search.control import Control
 from engine.search.events import SearchError
-from engine.search.search import Search
 
 
 class SearchController:
-    def __init__(self, search: Search):
+    """Drives any search with `run(control)` and `on_event` (the DSA or the structured search)."""
+
+    def __init__(self, search):
         self.search = search
         self.control = Control()
         self.result = None

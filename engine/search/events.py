@@ -16,6 +16,7 @@ class Candidate:
     ratios: tuple[float, ...] = ()
     seconds: float = 0.0
     reason: str | None = None  # why it was rejected
+    stage: int = 0  # selection stage (structured search; always 0 in the DSA search)
 
     @property
     def scored(self) -> bool:
@@ -51,6 +52,19 @@ class GenerationDone:
     median: float | None
     scored: int
     rejected: int
+
+
+@dataclass(frozen=True)
+class StageDone:
+    """A selection stage of a structured-search generation has scored its candidates."""
+
+    generation: int
+    stage: int
+    scored: int
+    survivors: int
+    finetune_tokens: int
+    fitness_tokens: int
+    best: float
 
 
 @dataclass(frozen=True)

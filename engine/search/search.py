@@ -130,9 +130,9 @@ class Search:
         if state["generation"] >= self.settings.generations:
             state["done"] = True
         else:
-            rng = _rng(state["rng"])
+            rng = restore_rng(state["rng"])
             state["queue"] = self._next_queue(state, rng)
-            state["rng"] = _rng_state(rng)
+            state["rng"] = rng_state(rng)
         self._checkpoint(state)
 
     def _checkpoint(self, state: dict) -> None:
@@ -161,7 +161,7 @@ class Search:
         while len(queue) < self.settings.population:
             queue.append(self._fresh(rng, seen, lambda: random_function(rng)))
         return {"generation": 0, "queue": queue, "population": [], "this_generation": [], "best": None,
-                "rng": _rng_state(rng), "seen": sorted(seen), "evaluated": 0, "logged": 0, "done": False}
+                "rng": rng_state(rng), "seen": sorted(seen), "evaluated": 0, "logged": 0, "done": False}
 
     def _next_queue(self, state: dict, rng: random.Random) -> list[str]:
         seen = set(state["seen"])
@@ -199,12 +199,13 @@ def _candidate(d: dict) -> ev.Candidate:
     return ev.Candidate(**{**d, "ratios": tuple(d.get("ratios", ()))})
 
 
-def _rng(state: list) -> random.Random:
+def restore_rng(state: list) -> random.Random:
+    """A Random in the state `rng_state` saved (JSON-friendly lists)."""
     rng = random.Random()
     rng.setstate((state[0], tuple(state[1]), state[2]))
     return rng
 
 
-def _rng_state(rng: random.Random) -> list:
+def rng_state(rng: random.Random) -> list:
     version, internal, gauss = rng.getstate()
     return [version, list(internal), gauss]

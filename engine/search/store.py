@@ -36,39 +36,44 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class RunStore:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, run_format: str = RUN_FORMAT):
         self.folder = Path(folder).expanduser()
+        self.run_format = run_format
 
     @property
     def exists(self) -> bool:
         return (self.folder / "run.json").exists()
 
-    def create(self, settings: dict) -> None:
-        if self.folder.exists() and any(self.folder.iterdir()):
-            if self.exists:
-                raise WorkbenchError(f"run folder {self.folder} already holds a search: resume it (--resume) "
-                                     "or choose another folder")
+    def create(self, settings: dict, into_existing: bool = False) -> None:
+        """Start a run; `into_existing`: the folder may hold other files (a structured run's database)."""
+        if self.exists:
+            raise WorkbenchError(f"run folder {self.folder} already holds a search: resume it (--resume) "
+                                 "or choose another folder")
+        if not into_existing and self.folder.exists() and any(self.folder.iterdir()):
             raise WorkbenchError(f"run folder {self.folder} exists and is not empty")
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(self.folder / "run.json",
-                     json.dumps({"format": RUN_FORMAT, "version": RUN_VERSION, "settings": settings}, indent=2))
+                     json.dumps({"format": self.run_format, "version": RUN_VERSION, "settings": settings}, indent=2))
         (self.folder / "candidates.jsonl").touch()
 
     def settings(self) -> dict:
         meta = self._read_json("run.json", required=True)
-        if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != self.run_format:
             raise WorkbenchError(f"{self.folder} is not a dsa-workbench search run (run.json has no search format)")
         if meta.get("version") != RUN_VERSION:
             raise WorkbenchError(f"{self.folder}: run format version {meta.get('version')} is not supported")
         return meta["settings"]
 
-    def load_state(self) -> dict | None:
+    def load_state(self, repair: bool = True) -> dict | None:
+        """The checkpoint; `repair` (when resuming) drops log lines written after it. Readers that may
+        run beside a live search (exports) pass repair=False."""
         state = self._read_json("state.json", required=False)
         if state is None:
             return None
         if not isinstance(state, dict) or "generation" not in state or "queue" not in state:
             raise WorkbenchError(f"run folder {self.folder} is corrupt: state.json lacks the search state")
-        self._truncate_log(state["logged"])
+        if repair:
+            self._truncate_log(state["logged"])
         return state
 
     def save_state(self, state: dict, best: Candidate | None) -> None:

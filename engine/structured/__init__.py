@@ -1,0 +1,1 @@
+"""DarwinLM-style structured pruning: level database, training-aware search, smaller-model export."""

@@ -1,0 +1,114 @@
+"""`dsa-workbench structured build-db | search | export`: DarwinLM-style structured pruning, headless."""
+
+from __future__ import annotations
+
+import sys
+
+from engine.errors import WorkbenchError
+from engine.search import SearchController
+from engine.search import events as ev
+from engine.structured.export import export_structure
+from engine.structured.run import (RunSource, StructuredRun, build_run_database, open_structured_search,
+                                   open_workspace)
+from engine.structured.search import DEFAULT_STAGES, StructuredSettings, parse_stages
+from engine.structured.structure import Structure, uniform
+from workbench.cli import print_result
+from workbench.commands import data_config
+from workbench.console import ProgressBars
+from workbench.search_command import run_in_foreground
+
+
+def structured(args) -> int:
+    return {"build-db": build_db, "search": search, "export": export}[args.step](args)
+
+
+def build_db(args) -> int:
+    bars = ProgressBars(not args.quiet)
+    source = RunSource(args.model, data_config(args), args.mlp_levels)
+    db = build_run_database(args.run, source, dtype=args.dtype, device=args.device, progress=bars,
+                            status=bars.status)
+    size = sum(f.stat().st_size for f in db.folder.iterdir())
+    shapes = db.shapes
+    print_result(args, {"run": args.run, "db": str(db.folder), "bytes": size, "blocks": shapes.layers,
+                        "attention_levels": shapes.heads + 1, "mlp_levels": shapes.mlp_levels + 1},
+                 f"level database ready: {db.folder} ({size / 2**20:.0f} MiB, {shapes.layers} blocks, "
+                 f"{shapes.heads + 1} attention and {shapes.mlp_levels + 1} MLP levels each)")
+    return 0
+
+
+class StructuredPrinter:
+    """A line per candidate and per stage on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, ev.CandidateScored):
+            c = event.candidate
+            print(f"[{c.index + 1}] gen {c.generation} stage {c.stage + 1} {c.seconds:.1f}s KL {c.fitness:.5f} "
+                  f"| kept {sum(c.ratios) / max(1, len(c.ratios)):.3f} | {c.text}", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.StageDone):
+            print(f"== gen {event.generation} stage {event.stage + 1}: {event.scored} scored -> {event.survivors} "
+                  f"survive ({event.finetune_tokens} fine-tune / {event.fitness_tokens} fitness tokens), "
+                  f"best KL {event.best:.5f}", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.SearchError):
+            print(f"search error: {event.message}", file=sys.stderr, flush=True)
+
+
+def search(args) -> int:
+    bars = ProgressBars(not args.quiet)
+    settings = None
+    if not args.resume:
+        if args.target_params is None:
+            raise WorkbenchError("--target-params is required for a new search (or --resume)")
+        settings = StructuredSettings(target=args.target_params, generations=args.generations,
+                                      offspring=args.offspring, stages=parse_stages(args.stages or DEFAULT_STAGES),
+                                      one_shot=args.one_shot, lr=args.lr, seed=args.search_seed)
+    search_ = open_structured_search(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
+                                     device=args.device, progress=bars, status=bars.status)
+    controller = SearchController(search_)
+    interrupts = run_in_foreground(controller, bars)
+    if controller.result is None:
+        print_result(args, {"run": args.run, "stopped": True, "evaluated": search_.state["evaluated"]},
+                     f"stopped after {search_.state['evaluated']} candidates; continue with "
+                     f"`dsa-workbench structured search --run {args.run} --resume`")
+        return 130 if interrupts else 0
+    final = controller.result
+    result = {"run": args.run, "best": final.best.text, "kl": final.best.fitness,
+              "held_out_perplexity": final.held_out}
+    lines = [f"best structure: {final.best.text}  (KL {final.best.fitness:.5f})",
+             "held-out perplexity without fine-tune: " + ", ".join(f"{k} {v:.3f}" for k, v in final.held_out.items())]
+    print_result(args, result, "\n".join(lines))
+    return 0
+
+
+def export(args) -> int:
+    bars = ProgressBars(not args.quiet)
+    if args.finetune_tokens < 0:
+        raise WorkbenchError(f"--finetune-tokens must be >= 0 (got {args.finetune_tokens})")
+    run = StructuredRun(args.run)
+    workspace = open_workspace(args.run, lr=args.lr, dtype=args.dtype, device=args.device, progress=bars,
+                               status=bars.status)
+    if args.structure:
+        structure = Structure.parse(args.structure, workspace.shapes)
+    elif args.uniform is not None:
+        structure = uniform(workspace.shapes, args.uniform)
+    else:
+        best = (run.store.load_state(repair=False) or {}).get("best") if run.store.exists else None
+        if best is None:
+            raise WorkbenchError(f"run {args.run} has no searched structure yet: run `structured search`, "
+                                 "or give --structure or --uniform")
+        structure = Structure.parse(best["text"], workspace.shapes)
+    done = export_structure(workspace, structure, args.out, finetune_tokens=args.finetune_tokens, force=args.force,
+                            evaluate=not args.no_eval, verify=not args.no_verify, progress=bars)
+    size = sum(f.stat().st_size for f in done.path.iterdir() if f.is_file())
+    result = {"out": str(done.path), "structure": str(structure), "params": done.params,
+              "dense_params": done.dense_params, "perplexity": done.perplexity, "bytes": size}
+    text = (f"wrote {done.path}: {done.params / 1e6:.1f}M parameters (dense {done.dense_params / 1e6:.1f}M), "
+            f"{size / 2**20:.0f} MiB")
+    if done.perplexity is not None:
+        text += f"\nheld-out perplexity: {done.perplexity:.3f}"
+    print_result(args, result, text)
+    return 0
