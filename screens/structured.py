@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
 from screens.messages import StructuredExportRequested, StructuredStartRequested
 from screens.plots import LivePlot
 
-STAGE_COLUMNS = ("stage", "candidates", "survivors", "fine-tune tokens", "fitness tokens", "scored", "best KL")
+STAGE_COLUMNS = ("stage", "in", "keep", "fine-tune", "fitness", "scored", "best KL")  # tokens per stage
 
 
 @dataclass(frozen=True)

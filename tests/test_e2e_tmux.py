@@ -89,8 +89,15 @@ def test_structured_build_search_export_in_tmux(tmp_path):
     session = f"dsa-e2e-s-{tmp_path.name}"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
 
+    def keys(*names: str) -> None:
+        """At a person's pace, one at a time: escape sequences (shift+tab) sent in one burst are misread."""
+        for name in names:
+            time.sleep(0.3)
+            tmux("send-keys", "-t", session, name)
+
     def fill(text: str) -> None:  # the focused text box
-        tmux("send-keys", "-t", session, "C-u")
+        keys("C-u")
+        time.sleep(0.3)
         tmux("send-keys", "-t", session, "-l", text)
 
     try:
@@ -98,23 +105,24 @@ def test_structured_build_search_export_in_tmux(tmp_path):
         tmux("send-keys", "-t", session, "F7")
         wait_for(session, "Start / resume", timeout=10)
         # from the Start button back through the form: one-shot, lr, stages, offspring, generations, keep, run
-        tmux("send-keys", "-t", session, "BTab", "BTab", "BTab")
+        keys("BTab", "BTab", "BTab")
         fill("1:256:256")
-        tmux("send-keys", "-t", session, "BTab")
+        keys("BTab")
         fill("2")
-        tmux("send-keys", "-t", session, "BTab")
+        keys("BTab")
         fill("1")
-        tmux("send-keys", "-t", session, "BTab", "BTab")
+        keys("BTab", "BTab")
         fill(str(run))
-        tmux("send-keys", "-t", session, "F7")  # the focus back on Start, where s starts
-        time.sleep(0.5)
-        tmux("send-keys", "-t", session, "s")
+        keys("F7")  # the focus back on Start, where s starts
+        keys("s")
         finished = wait_for(session, "structured search: finished", timeout=400)
         (tmp_path / "structured.txt").write_text(finished)
         assert "held-out perplexity" in finished and "heads (best)" in finished
-        tmux("send-keys", "-t", session, "Tab")  # Start -> export folder
+        keys("F7")  # the focus on Start again
+        keys("Tab")  # Start -> export folder
         fill(str(out))
-        tmux("send-keys", "-t", session, "Tab", "Tab", "Tab", "Enter")  # fine-tune tokens, replace, Export
+        keys("Tab", "Tab", "Tab")  # fine-tune tokens, replace, Export
+        keys("Enter")
         wait_for(session, "exported:", timeout=120)
         tmux("send-keys", "-t", session, "C-q")
         end = time.monotonic() + 30

@@ -26,6 +26,8 @@ from screens.settings import SearchParams, SettingsScreen
 from screens.structured import Levels, Structured, StructuredParams
 
 REDRAW_S = 1.0
+MAIN_WIDGET = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
+               "export": "#export-method", "structured": "#structured-start"}
 
 
 @dataclass
@@ -171,13 +173,16 @@ class WorkbenchApp(App):
         # dashboard has nothing to focus
         self.set_focus(None)
         self.query_one(TabbedContent).active = pane
+        self.call_after_refresh(self._focus_main, pane)  # also when the pane was already in view
         self.refresh_bindings()
 
     @on(TabbedContent.TabActivated)
     def _focus_pane(self, event: TabbedContent.TabActivated) -> None:
+        self._focus_main(event.pane.id)
+
+    def _focus_main(self, pane: str) -> None:
         """Keyboard-only use: put the focus where the pane's keys work."""
-        target = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
-                  "export": "#export-method", "structured": "#structured-start"}.get(event.pane.id)
+        target = MAIN_WIDGET.get(pane)
         if target:
             self.query_one(target).focus()
 
