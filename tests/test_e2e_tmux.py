@@ -38,13 +38,26 @@ def wait_for(session: str, text: str, timeout: float, absent: str | None = None)
     raise AssertionError(f"{text!r} never appeared (or {absent!r} stayed); screen:\n{screen(session)}")
 
 
+def workbench_command() -> str:
+    script = Path(sys.executable).parent / "dsa-workbench"
+    return str(script) if script.exists() else f"{sys.executable} -m workbench.cli"
+
+
+def quit_cleanly(session: str, exit_file: Path) -> None:
+    """ctrl+q, then the program must end with exit code 0 (written by the shell to `exit_file`)."""
+    tmux("send-keys", "-t", session, "C-q")
+    end = time.monotonic() + 30
+    while not exit_file.exists() and time.monotonic() < end:
+        time.sleep(0.25)
+    assert exit_file.exists(), screen(session)
+    assert exit_file.read_text().strip() == "0"
+
+
 @pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 def test_search_pause_edit_quit_in_tmux(tmp_path):
     run = tmp_path / "run"
     exit_file = tmp_path / "exit-code"
-    script = Path(sys.executable).parent / "dsa-workbench"
-    program = str(script) if script.exists() else f"{sys.executable} -m workbench.cli"
-    command = (f"{program} tui --run {run} --seqlen 256 --calib-tokens 1024 --fitness-tokens 512 "
+    command = (f"{workbench_command()} tui --run {run} --seqlen 256 --calib-tokens 1024 --fitness-tokens 512 "
                f"--eval-tokens 512 --device cpu; echo $? > {exit_file}")
     session = f"dsa-e2e-{tmp_path.name}"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
@@ -65,12 +78,7 @@ def test_search_pause_edit_quit_in_tmux(tmp_path):
         tmux("send-keys", "-t", session, "-l", "abs | var | tanh")
         editor = wait_for(session, "transform:   tanh", timeout=10, absent="invalid")
         (tmp_path / "editor.txt").write_text(editor)
-        tmux("send-keys", "-t", session, "C-q")
-        end = time.monotonic() + 30
-        while not exit_file.exists() and time.monotonic() < end:
-            time.sleep(0.25)
-        assert exit_file.exists(), screen(session)
-        assert exit_file.read_text().strip() == "0"
+        quit_cleanly(session, exit_file)
     finally:
         tmux("kill-session", "-t", session)
     state = json.loads((run / "state.json").read_text())
@@ -82,9 +90,7 @@ def test_search_pause_edit_quit_in_tmux(tmp_path):
 def test_structured_build_search_export_in_tmux(tmp_path):
     run, out = tmp_path / "srun", tmp_path / "small"
     exit_file = tmp_path / "exit-code"
-    script = Path(sys.executable).parent / "dsa-workbench"
-    program = str(script) if script.exists() else f"{sys.executable} -m workbench.cli"
-    command = (f"{program} tui --seqlen 256 --calib-tokens 1024 --eval-tokens 512 --device cpu; "
+    command = (f"{workbench_command()} tui --seqlen 256 --calib-tokens 1024 --eval-tokens 512 --device cpu; "
                f"echo $? > {exit_file}")
     session = f"dsa-e2e-s-{tmp_path.name}"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
@@ -124,12 +130,7 @@ def test_structured_build_search_export_in_tmux(tmp_path):
         keys("Tab", "Tab", "Tab")  # fine-tune tokens, replace, Export
         keys("Enter")
         wait_for(session, "exported:", timeout=120)
-        tmux("send-keys", "-t", session, "C-q")
-        end = time.monotonic() + 30
-        while not exit_file.exists() and time.monotonic() < end:
-            time.sleep(0.25)
-        assert exit_file.exists(), screen(session)
-        assert exit_file.read_text().strip() == "0"
+        quit_cleanly(session, exit_file)
     finally:
         tmux("kill-session", "-t", session)
     final = json.loads((run / "final.json").read_text())
