@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from engine.data_config import DataConfig  # noqa: E402
 from engine.loading import load_model  # noqa: E402
+from engine.saving import folder_bytes  # noqa: E402
 from engine.search import events as ev  # noqa: E402
 from engine.search.control import Control  # noqa: E402
 from engine.session import Session  # noqa: E402
@@ -65,7 +66,7 @@ def main() -> None:
     shutil.rmtree(run, ignore_errors=True)
     db = build_run_database(run, RunSource(None, data), session=session)
     print(f"model {session.loaded.label} on {session.loaded.device}; level database in "
-          f"{time.perf_counter() - t0:.0f} s ({sum(f.stat().st_size for f in db.folder.iterdir()) / 2**20:.0f} MiB)",
+          f"{time.perf_counter() - t0:.0f} s ({folder_bytes(db.folder) / 2**20:.0f} MiB)",
           flush=True)
     workspace = Workspace(session, db, args.lr)
     structures = {"uniform": uniform(db.shapes, args.target)}
@@ -102,7 +103,7 @@ def main() -> None:
     t1 = time.perf_counter()
     done = export_structure(workspace, structures["training-aware"], out, force=True, evaluate=False)
     print(f"\nexport: {out} in {time.perf_counter() - t1:.1f} s, "
-          f"{sum(f.stat().st_size for f in out.iterdir()) / 2**20:.0f} MiB")
+          f"{folder_bytes(out) / 2**20:.0f} MiB")
     from transformers import AutoModelForCausalLM
 
     t1 = time.perf_counter()

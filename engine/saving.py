@@ -72,6 +72,11 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     return out
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files directly in `folder` (a model folder, a level database)."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
 def remove_stale_temps(out: Path) -> None:
     """Delete temporary folders that killed exports to `out` left behind (their process is gone)."""
     for tmp in out.parent.glob(f".{out.name}.tmp-*-*"):

@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import WorkbenchError
-from engine.search.control import Control
 from engine.structured.compact import build_compact, parameter_count
-from engine.structured.database import LevelDatabase, build_database, estimate_bytes
+from engine.structured.database import build_database, estimate_bytes
 from engine.structured.finetune import finetune
 from engine.structured.run import RunSource, StructuredRun, Workspace, build_run_database
 from engine.structured.structure import Shapes, Structure, mutate, uniform

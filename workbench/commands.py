@@ -15,7 +15,7 @@ from engine.metrics import parse_pattern
 from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.recipe import RECIPE_FORMAT
 from engine.structured.export import RECIPE_FORMAT as STRUCTURED_RECIPE_FORMAT
-from engine.saving import RECIPE_NAME, check_output
+from engine.saving import RECIPE_NAME, check_output, folder_bytes
 from engine.data_config import DataConfig
 from engine.session import Session
 from workbench.cli import print_result
@@ -99,7 +99,7 @@ def prune(args) -> int:
 
 def report_export(args, done, source: str) -> int:
     alloc = done.result.allocation
-    size = sum(f.stat().st_size for f in done.path.iterdir() if f.is_file())
+    size = folder_bytes(done.path)
     summary = {"out": str(done.path), "metric": done.result.metric, "allocation": alloc.method,
                "target": alloc.target, "sparsity": done.result.sparsity, "dense_perplexity": done.dense_perplexity,
                "perplexity": done.perplexity, "block_ratios": list(alloc.block_ratios), "bytes": size}

@@ -63,9 +63,11 @@ class EventPrinter:
             print(f"search error: {event.message}", file=sys.stderr, flush=True)
 
 
-def run_in_foreground(controller: SearchController, bars: ProgressBars) -> int:
+def run_in_foreground(controller: SearchController, bars: ProgressBars, args, run: str, resume: str) -> int | None:
     """Run a search thread until it ends; Ctrl-C stops it after the candidate in flight, twice at once.
-    Returns how many times Ctrl-C was pressed; re-raises the search's error."""
+
+    Returns None when the search finished (result in `controller.result`); after a stop, reports how to
+    continue (the `resume` command) and returns the exit code. Re-raises the search's error."""
     interrupts = 0
 
     def on_sigint(signum, frame):
@@ -86,7 +88,12 @@ def run_in_foreground(controller: SearchController, bars: ProgressBars) -> int:
         signal.signal(signal.SIGINT, previous)
     if controller.error is not None:
         raise controller.error
-    return interrupts
+    if controller.result is not None:
+        return None
+    evaluated = controller.search.state["evaluated"]
+    print_result(args, {"run": run, "stopped": True, "evaluated": evaluated},
+                 f"stopped after {evaluated} candidates; continue with `{resume}`")
+    return 130 if interrupts else 0
 
 
 def search(args) -> int:
@@ -101,12 +108,9 @@ def search(args) -> int:
                           status=bars.status)
     printer.total = search_.settings.population * search_.settings.generations
     controller = SearchController(search_)
-    interrupts = run_in_foreground(controller, bars)
-    if controller.result is None:
-        print_result(args, {"run": run, "stopped": True, "evaluated": search_.state["evaluated"]},
-                     f"stopped after {search_.state['evaluated']} candidates; continue with "
-                     f"`dsa-workbench search --resume {run}`")
-        return 130 if interrupts else 0
+    stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
+    if stopped is not None:
+        return stopped
     final = controller.result
     result = {"run": run, "best": final.best.text if final.best else None,
               "fitness": final.best.fitness if final.best else None, "held_out_perplexity": final.held_out}

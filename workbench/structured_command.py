@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from engine.errors import WorkbenchError
+from engine.saving import folder_bytes
 from engine.search import SearchController
 from engine.search import events as ev
 from engine.structured.export import export_structure
@@ -27,7 +28,7 @@ def build_db(args) -> int:
     source = RunSource(args.model, data_config(args), args.mlp_levels)
     db = build_run_database(args.run, source, dtype=args.dtype, device=args.device, progress=bars,
                             status=bars.status)
-    size = sum(f.stat().st_size for f in db.folder.iterdir())
+    size = folder_bytes(db.folder)
     shapes = db.shapes
     print_result(args, {"run": args.run, "db": str(db.folder), "bytes": size, "blocks": shapes.layers,
                         "attention_levels": shapes.heads + 1, "mlp_levels": shapes.mlp_levels + 1},
@@ -69,12 +70,10 @@ def search(args) -> int:
     search_ = open_structured_search(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
                                      device=args.device, progress=bars, status=bars.status)
     controller = SearchController(search_)
-    interrupts = run_in_foreground(controller, bars)
-    if controller.result is None:
-        print_result(args, {"run": args.run, "stopped": True, "evaluated": search_.state["evaluated"]},
-                     f"stopped after {search_.state['evaluated']} candidates; continue with "
-                     f"`dsa-workbench structured search --run {args.run} --resume`")
-        return 130 if interrupts else 0
+    stopped = run_in_foreground(controller, bars, args, args.run,
+                                f"dsa-workbench structured search --run {args.run} --resume")
+    if stopped is not None:
+        return stopped
     final = controller.result
     result = {"run": args.run, "best": final.best.text, "kl": final.best.fitness,
               "held_out_perplexity": final.held_out}
@@ -103,7 +102,7 @@ def export(args) -> int:
         structure = Structure.parse(best["text"], workspace.shapes)
     done = export_structure(workspace, structure, args.out, finetune_tokens=args.finetune_tokens, force=args.force,
                             evaluate=not args.no_eval, verify=not args.no_verify, progress=bars)
-    size = sum(f.stat().st_size for f in done.path.iterdir() if f.is_file())
+    size = folder_bytes(done.path)
     result = {"out": str(done.path), "structure": str(structure), "params": done.params,
               "dense_params": done.dense_params, "perplexity": done.perplexity, "bytes": size}
     text = (f"wrote {done.path}: {done.params / 1e6:.1f}M parameters (dense {done.dense_params / 1e6:.1f}M), "

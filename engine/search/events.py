@@ -22,6 +22,11 @@ class Candidate:
     def scored(self) -> bool:
         return self.fitness is not None
 
+    @classmethod
+    def from_json(cls, data: dict) -> Candidate:
+        """From its JSON form (a log line, a checkpoint entry), where the ratios are a list."""
+        return cls(**{**data, "ratios": tuple(data.get("ratios", ()))})
+
 
 @dataclass(frozen=True)
 class CandidateStarted:

@@ -115,7 +115,7 @@ class Search:
         control.candidate_done()
 
     def _end_generation(self, state: dict) -> None:
-        records = [_candidate(c) for c in state["this_generation"]]
+        records = [ev.Candidate.from_json(c) for c in state["this_generation"]]
         scored = [c for c in records if c.scored]
         fits = [c.fitness for c in scored]
         self.on_event(ev.GenerationDone(state["generation"], min(fits) if fits else None,
@@ -136,12 +136,12 @@ class Search:
         self._checkpoint(state)
 
     def _checkpoint(self, state: dict) -> None:
-        best = _candidate(state["best"]) if state["best"] else None
+        best = ev.Candidate.from_json(state["best"]) if state["best"] else None
         self.store.save_state(state, best)
         self.on_event(ev.CheckpointWritten(str(self.store.folder), state["evaluated"]))
 
     def _finish(self) -> ev.SearchFinished:
-        best = _candidate(self.state["best"]) if self.state["best"] else None
+        best = ev.Candidate.from_json(self.state["best"]) if self.state["best"] else None
         final = self.store.final()
         if final is None:
             held = {}
@@ -193,10 +193,6 @@ class Search:
                 seen.add(text)
                 return text
         raise WorkbenchError("the search space is exhausted: no new function found")
-
-
-def _candidate(d: dict) -> ev.Candidate:
-    return ev.Candidate(**{**d, "ratios": tuple(d.get("ratios", ()))})
 
 
 def restore_rng(state: list) -> random.Random:

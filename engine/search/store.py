@@ -95,7 +95,7 @@ class RunStore:
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 row = json.loads(line)
-                out.append(Candidate(**{**row, "ratios": tuple(row.get("ratios", ()))}))
+                out.append(Candidate.from_json(row))
             except (json.JSONDecodeError, TypeError) as exc:
                 raise WorkbenchError(f"run folder {self.folder} is corrupt: candidates.jsonl line {lineno}") from exc
         return out

@@ -162,7 +162,7 @@ class StructuredSearch:
         state["parent"] = winner
         if state["best"] is None or fitness < state["best"]["fitness"]:
             state["best"] = record
-            self.on_event(ev.NewBest(ev.Candidate(**{**record, "ratios": tuple(record["ratios"])})))
+            self.on_event(ev.NewBest(ev.Candidate.from_json(record)))
         self.on_event(ev.GenerationDone(state["generation"], fitness, None, state["candidates"], 0))
         state["generation"] += 1
         if state["generation"] >= self.settings.generations:
@@ -197,7 +197,7 @@ class StructuredSearch:
         return state
 
     def _checkpoint(self, state: dict) -> None:
-        best = ev.Candidate(**{**state["best"], "ratios": tuple(state["best"]["ratios"])}) if state["best"] else None
+        best = ev.Candidate.from_json(state["best"]) if state["best"] else None
         self.store.save_state(state, best)
         self.on_event(ev.CheckpointWritten(str(self.store.folder), state["evaluated"]))
 
@@ -209,7 +209,7 @@ class StructuredSearch:
             held = self.held_out(texts) if self.held_out is not None else {}
             final = {"best": best, "uniform": self.state["uniform"], "held_out_perplexity": held}
             self.store.write_final(final)
-        finished = ev.SearchFinished(ev.Candidate(**{**best, "ratios": tuple(best["ratios"])}),
+        finished = ev.SearchFinished(ev.Candidate.from_json(best),
                                      final["held_out_perplexity"])
         self.on_event(finished)
         return finished
