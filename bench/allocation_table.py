@@ -18,14 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.allocation import METHODS  # noqa: E402
+from engine.choices import METHOD_LABELS as LABELS, METHODS  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.session import Session  # noqa: E402
 
-LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
-          "alpha": "AlphaPruning", "dsa": "DSA (published)"}
 
 
 def main() -> None:

@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
-from engine.search import RunStore, Search, SearchSettings  # noqa: E402
 from engine.search import events as ev  # noqa: E402
 from engine.search.control import Control  # noqa: E402
 from engine.search.evaluator import SessionEvaluator  # noqa: E402
+from engine.search.search import Search, SearchSettings  # noqa: E402
+from engine.search.store import RunStore  # noqa: E402
 from engine.session import Session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,7 +54,6 @@ def main() -> None:
         run = RESULTS / f"search-{strategy}"
         shutil.rmtree(run, ignore_errors=True)
         store = RunStore(run)
-        store.create(settings.to_json())
         curve = []
 
         def on_event(event, curve=curve):

@@ -75,7 +75,6 @@ def main() -> None:
                                       stages=parse_stages(args.stages), one_shot=one_shot, lr=args.lr)
         store = StructuredRun(RESULTS / f"structured-{name}").store
         shutil.rmtree(store.folder, ignore_errors=True)
-        store.create(settings.to_json())
 
         def on_event(event, name=name):
             if isinstance(event, ev.GenerationDone):
@@ -96,7 +95,7 @@ def main() -> None:
     for name, structure in structures.items():
         texts = {name: str(structure)}
         raw = workspace.held_out(texts)[name]
-        tuned = workspace.held_out(texts, args.finetune_tokens)[name]
+        tuned = workspace.held_out(texts, finetune_tokens=args.finetune_tokens)[name]
         print(f"| {name} | {db.kept_fraction(structure):.3f} | {raw:.2f} | {tuned:.2f} |", flush=True)
 
     out = RESULTS / "structured-export"

@@ -33,7 +33,8 @@ class CalibrationStats:
 @torch.no_grad()
 def calibrate(model, blocks: list[Block], windows: torch.Tensor, *, hessians: bool = False,
               batch_size: int = 4, progress: Progress = no_progress) -> CalibrationStats:
-    """Run `windows` ([n, seqlen] token ids) through the dense model with hooks on each input group."""
+    """Run `windows` ([n, seqlen] token ids) through the dense model with hooks on each input group.
+    `progress("calibration", tokens done, tokens in all)` after every batch."""
     device = next(model.parameters()).device
     sq: dict[str, torch.Tensor] = {}
     hs: dict[str, torch.Tensor] = {}
@@ -55,11 +56,10 @@ def calibrate(model, blocks: list[Block], windows: torch.Tensor, *, hessians: bo
                 hs[name] = hs[leader]
     n_tokens = 0
     try:
-        batches = windows.split(batch_size)
-        for i, batch in enumerate(batches):
+        for batch in windows.split(batch_size):
             model(batch.to(device), use_cache=False)
             n_tokens += batch.numel()
-            progress("calibration", i + 1, len(batches))
+            progress("calibration", n_tokens, windows.numel())
     finally:
         for h in handles:
             h.remove()

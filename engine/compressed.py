@@ -10,7 +10,6 @@ from pathlib import Path
 
 from engine.errors import WorkbenchError
 
-SPARSE_FORMATS = ("dense", "compressed-tensors")
 
 
 def _compressor(sparsity: float, pattern: str | None):

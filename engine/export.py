@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from engine.compressed import SPARSE_FORMATS, load_compressed
+from engine.compressed import load_compressed
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.loading import DTYPES, load_model
 from engine.metrics import NMPattern, parse_pattern
 from engine.progress import Progress, no_progress
-from engine.recipe import RECIPE_FORMAT, make_recipe
+from engine.choices import EXPORT_FORMATS, RECIPE_FORMAT
+from engine.recipe import make_recipe
 from engine.saving import check_output, save_model_folder
 from engine.session import PruneResult, Session
 
@@ -40,8 +41,8 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
     save_dtype = None if dtype in (None, "keep") else DTYPES.get(dtype)
     if dtype not in (None, "keep") and save_dtype is None:
         raise WorkbenchError(f"unknown export dtype '{dtype}'; use keep, float16 or bfloat16")
-    if sparse_format not in SPARSE_FORMATS:
-        raise WorkbenchError(f"unknown format '{sparse_format}'; use one of {', '.join(SPARSE_FORMATS)}")
+    if sparse_format not in EXPORT_FORMATS:
+        raise WorkbenchError(f"unknown format '{sparse_format}'; use one of {', '.join(EXPORT_FORMATS)}")
     with session.lock:
         allocation = session.allocate(method, sparsity, metric)  # an invalid function fails before any forward
         if evaluate:
@@ -104,19 +105,29 @@ def read_recipe_file(path: str | Path, formats: tuple[str, ...] = (RECIPE_FORMAT
 def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: str = "keep",
                   device: str = "auto", max_shard_size: str = "5GB", sparse_format: str = "dense",
                   status=lambda m: None, progress: Progress = no_progress) -> ExportResult:
-    """Load the recipe's model (checking its fingerprint), same data and settings, prune, export."""
+    """Load the recipe's model (checking its fingerprint), same data and settings (batch size, device type and
+    dtype included: calibration sums depend on them), prune, export. `device` "auto" means the recipe's."""
     check_output(out, force)
-    model = recipe["model"]
-    loaded = load_model(model["source"], dtype=model.get("dtype", "auto"), device=device, status=status)
-    if loaded.fingerprint != model["fingerprint"]:
-        raise WorkbenchError(f"the model at {model['source'] or 'the default source'} is not the one the recipe "
-                             f"was made from ({loaded.fingerprint[:30]}... != {model['fingerprint'][:30]}...)")
-    d = recipe["data"]
-    data = DataConfig(corpus=d["corpus"], seed=d["seed"], seqlen=d["seqlen"], calib_tokens=d["calib_tokens"],
-                      eval_tokens=d["eval_tokens"], sample_size=d["sample_size"])
+    try:
+        model, d, alloc = recipe["model"], recipe["data"], recipe["allocation"]
+        recorded = model.get("device")
+        if device == "auto" and recorded:
+            device = recorded
+        elif recorded and device.split(":")[0] != recorded:
+            status(f"the recipe was made on {recorded}: on {device} the weights can differ in the last bits")
+        data = DataConfig(corpus=d["corpus"], seed=d["seed"], seqlen=d["seqlen"], calib_tokens=d["calib_tokens"],
+                          eval_tokens=d["eval_tokens"], sample_size=d["sample_size"],
+                          batch_size=d.get("batch_size", DataConfig.batch_size))
+        method, target, metric = alloc["method"], alloc["target"], recipe["metric"]
+        pattern, evaluate = parse_pattern(recipe["pattern"]), recipe["perplexity"]["pruned"] is not None
+        source, fingerprint, model_dtype = model["source"], model["fingerprint"], model.get("dtype", "auto")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise WorkbenchError(f"the recipe is incomplete or corrupt (missing {exc})") from exc
+    loaded = load_model(source, dtype=model_dtype, device=device, status=status)
+    if loaded.fingerprint != fingerprint:
+        raise WorkbenchError(f"the model at {source or 'the default source'} is not the one the recipe "
+                             f"was made from ({loaded.fingerprint[:30]}... != {fingerprint[:30]}...)")
     session = Session(loaded, data, progress=progress)
-    alloc = recipe["allocation"]
-    return export_pruned(session, alloc["method"], alloc["target"], recipe["metric"], out,
-                         pattern=parse_pattern(recipe["pattern"]), dtype=dtype, force=force,
-                         evaluate=recipe["perplexity"]["pruned"] is not None, max_shard_size=max_shard_size,
-                         sparse_format=sparse_format, progress=progress)
+    return export_pruned(session, method, target, metric, out, pattern=pattern, dtype=dtype, force=force,
+                         evaluate=evaluate, max_shard_size=max_shard_size, sparse_format=sparse_format,
+                         progress=progress)

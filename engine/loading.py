@@ -17,6 +17,7 @@ import torch
 
 from engine.architecture import check_supported
 from engine.errors import WorkbenchError
+from engine.files import check_model_folder, read_json
 
 DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -102,6 +103,7 @@ def load_model(source: str | None = None, *, dtype: str | None = "auto", device:
         elif path.is_dir():
             if not (path / "config.json").is_file():
                 raise WorkbenchError(f"not a model folder (no config.json): {source}")
+            check_model_folder(path)
             folder, fingerprint = path, path
         elif path.exists():
             raise WorkbenchError(f"not a model: {source} (expected a folder, a .gguf file or a hub id)")
@@ -119,6 +121,8 @@ def load_model(source: str | None = None, *, dtype: str | None = "auto", device:
 def _from_pretrained(folder, dtype, trust_remote_code):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    import engine.structured  # noqa: F401 - registers the structurally pruned model type
+
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -133,26 +137,36 @@ def _from_pretrained(folder, dtype, trust_remote_code):
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except OSError as exc:
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file deep in a library: one line naming the folder
         raise WorkbenchError(f"cannot load the model from {folder}: {_first_line(exc)}") from exc
     return model, tokenizer
 
 
 def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
-    """Dequantise a GGUF file once into a safetensors folder in the user cache; reuse it after."""
+    """Dequantise a GGUF file once into a safetensors folder in the user cache; reuse it after (a copy
+    that does not check out, damaged since it was written, is rebuilt)."""
     digest = _file_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
     fingerprint = f"gguf-sha256:{digest}"
     if (target / "config.json").is_file():
-        return target, fingerprint
+        try:
+            check_model_folder(target)
+            if read_json(target / "source.json").get("sha256") != digest:
+                raise WorkbenchError(f"{target / 'source.json'} names another GGUF file")
+            return target, fingerprint
+        except (WorkbenchError, AttributeError) as exc:
+            status(f"the converted copy in {target} is damaged ({exc}): converting again")
+            shutil.rmtree(target, ignore_errors=True)
     status(f"converting {gguf.name} to safetensors (once; cached in {target.parent})")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except (OSError, ValueError, KeyError) as exc:
-        raise WorkbenchError(f"cannot read GGUF file {gguf}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails anywhere in the GGUF reader
+        raise WorkbenchError(f"cannot read GGUF file {gguf} (truncated or not a model?): {_first_line(exc)}") from exc
     check_supported(model.config)
     # A GGUF-loaded model carries a quantizer that refuses to serialise; the weights are plain fp32.
     model.hf_quantizer = None

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.choices import METRICS
 from engine.errors import WorkbenchError
 
-METRICS = ("magnitude", "wanda", "sparsegpt")
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,23 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from engine.architecture import block_means
+from engine.choices import RECIPE_FORMAT
 
-RECIPE_FORMAT = "dsa-workbench/pruning"
 
 
 def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | None) -> dict:
-    """Everything needed to reproduce and audit a pruned model: source, metric, allocation, data, results."""
+    """Everything needed to reproduce and audit a pruned model: source, metric, allocation, data, results.
+
+    Calibration sums depend on the batch size, the device and the dtype (floating-point order), so all
+    three are recorded and a replay uses them."""
     alloc = result.allocation
     return {
         "format": RECIPE_FORMAT,
         "version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"source": session.loaded.source, "label": session.loaded.label,
-                  "fingerprint": session.loaded.fingerprint, "dtype": str(session.loaded.dtype).removeprefix("torch.")},
+                  "fingerprint": session.loaded.fingerprint, "dtype": str(session.loaded.dtype).removeprefix("torch."),
+                  "device": session.loaded.device.type},
         "metric": result.metric,
         "pattern": result.pattern,
         "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
@@ -28,7 +32,8 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
                      "linears": result.linear_sparsity},
         "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
-                 "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size},
+                 "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size,
+                 "batch_size": session.data.batch_size},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "versions": _versions(),
     }

@@ -66,25 +66,26 @@ class Session:
                                                  self.data.tokens(split), self.data.seqlen)
         return self._windows[split]
 
-    def calibration(self, hessians: bool = False) -> CalibrationStats:
+    def calibration(self, hessians: bool = False, progress: Progress | None = None) -> CalibrationStats:
+        """Calibration statistics, computed on first use (`progress` reports tokens and may raise to stop)."""
         if self._calibration is None or (hessians and self._calibration.hessians is None):
             self.restore()
             self._calibration = calibrate(self.model, self.blocks, self.windows("calibration"), hessians=hessians,
-                                          batch_size=self.data.batch_size, progress=self.progress)
+                                          batch_size=self.data.batch_size, progress=progress or self.progress)
         return self._calibration
 
-    def pruner(self, metric: str, pattern: NMPattern | None = None) -> Pruner:
+    def pruner(self, metric: str, pattern: NMPattern | None = None, progress: Progress | None = None) -> Pruner:
         key = (check_metric(metric), str(pattern) if pattern else None)
         if key not in self._pruners:
-            stats = None if metric == "magnitude" else self.calibration(hessians=metric == "sparsegpt")
+            stats = None if metric == "magnitude" else self.calibration(metric == "sparsegpt", progress)
             self._pruners[key] = Pruner(self.blocks, self.dense, metric, stats, pattern)
         return self._pruners[key]
 
-    def allocation_inputs(self, metric: str) -> AllocationInputs:
+    def allocation_inputs(self, metric: str, progress: Progress | None = None) -> AllocationInputs:
         """Allocations read magnitude scores for magnitude and Wanda scores for Wanda and SparseGPT."""
         score_metric = _score_metric(metric)
         if score_metric not in self._inputs:
-            scorer = self.pruner(score_metric)
+            scorer = self.pruner(score_metric, progress=progress)
             self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense, scorer.scores,
                                                           seed=self.data.seed, sample_size=self.data.sample_size)
         return self._inputs[score_metric]
@@ -102,7 +103,7 @@ class Session:
         if pattern is not None and any(abs(r - pattern.ratio) > 1e-9 for r in allocation.linear_ratios.values()):
             raise WorkbenchError(f"an {pattern} pattern prunes every layer to {pattern.ratio:g}: use the uniform "
                                  f"allocation at sparsity {pattern.ratio:g}")
-        achieved = self.pruner(metric, pattern).apply(allocation.linear_ratios, progress or self.progress)
+        achieved = self.pruner(metric, pattern, progress).apply(allocation.linear_ratios, progress or self.progress)
         params = {n: self.dense[n].numel() for n in achieved}
         overall = sum(achieved[n] * params[n] for n in achieved) / sum(params.values())
         self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, achieved, overall)
@@ -126,18 +127,18 @@ class Session:
         return perplexity(self.model, self.windows(split), batch_size=self.data.batch_size,
                           progress=progress or self.progress, stage=f"{split} perplexity")
 
-    def dense_reference(self, split: str) -> DenseReference:
+    def dense_reference(self, split: str, progress: Progress | None = None) -> DenseReference:
         if split not in self._references:
             pruned = self.pruned
             self.restore()
-            self._references[split] = DenseReference(self.model, self.windows(split),
-                                                      batch_size=self.data.batch_size, progress=self.progress)
+            self._references[split] = DenseReference(self.model, self.windows(split), batch_size=self.data.batch_size,
+                                                      progress=progress or self.progress)
             if pruned is not None:
                 self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern))
         return self._references[split]
 
     def kl(self, split: str = "evaluation", progress: Progress | None = None) -> float:
-        return self.dense_reference(split).kl(self.model, progress or self.progress)
+        return self.dense_reference(split, progress).kl(self.model, progress or self.progress)
 
     def cache_bytes(self) -> dict[str, int]:
         """Memory held by the caches that make re-pruning cheap, by cache."""

@@ -9,10 +9,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from engine.choices import METHOD_LABELS
 from screens.messages import CompareDone, CompareRequested
-
-BASELINES = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
-             "alpha": "AlphaPruning", "dsa": "DSA (published)"}
 
 
 class Compare(Vertical):
@@ -28,7 +26,7 @@ class Compare(Vertical):
         table.add_column("allocation", key="label")
         table.add_column("held-out perplexity", key="ppl")
         table.add_column("method", key="method")
-        for method, label in BASELINES.items():
+        for method, label in METHOD_LABELS.items():
             table.add_row(label, "—", method, key=method)
         yield table
 

@@ -16,7 +16,7 @@ class Dashboard(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="status-line", markup=False)
         with Horizontal(id="dashboard-top"):
-            yield LivePlot("Per-block importance (current function)", "block", "value", id="importance-plot")
+            yield LivePlot("Per-block importance (min-max scaled)", "block", "value", id="importance-plot")
             yield LivePlot("Per-block sparsity", "block", "sparsity", id="sparsity-plot")
         yield LivePlot("Fitness per generation (lower is better)", "generation", "fitness", id="fitness-plot")
 
@@ -32,7 +32,13 @@ class Dashboard(Vertical):
         xs = range(len(view.block_ratios))
         self.query_one("#sparsity-plot", LivePlot).set_series(label, xs, view.block_ratios)
         if view.block_values is not None and label in ("best", "selected", "editor"):
-            self.query_one("#importance-plot", LivePlot).set_series(label, xs, view.block_values)
+            self.show_importance(label, view.block_values)
+
+    def show_importance(self, label: str, values) -> None:
+        """Per-block values on one scale: min-max scaled, as the allocation mapping sees them."""
+        lo, hi = min(values), max(values)
+        scaled = [(v - lo) / (hi - lo) if hi > lo else 0.5 for v in values]
+        self.query_one("#importance-plot", LivePlot).set_series(label, range(len(values)), scaled)
 
     def show_fitness(self, generations: list[int], best: list[float], median: list[float]) -> None:
         plot = self.query_one("#fitness-plot", LivePlot)

@@ -7,10 +7,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
 
+from engine.choices import EXPORT_DTYPES, EXPORT_FORMATS
 from screens.messages import ExportDone, ExportProgressed, ExportRequested
 
-DTYPES = [("keep the model's dtype", "keep"), ("float16", "float16"), ("bfloat16", "bfloat16")]
-FORMATS = [("dense safetensors", "dense"), ("compressed-tensors (sparse)", "compressed-tensors")]
+LABELS = {"keep": "keep the model's dtype", "dense": "dense safetensors",
+          "compressed-tensors": "compressed-tensors (sparse)"}
+DTYPES = [(LABELS.get(d, d), d) for d in EXPORT_DTYPES]
+FORMATS = [(LABELS.get(f, f), f) for f in EXPORT_FORMATS]
 
 
 class Export(Vertical):

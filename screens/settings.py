@@ -10,16 +10,19 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_RUN,
+                            DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS, STRATEGIES)
+
 
 @dataclass(frozen=True)
 class SearchParams:
-    sparsity: float = 0.7
-    metric: str = "wanda"
-    fitness: str = "ppl"
-    strategy: str = "evolution"
-    population: int = 24
-    generations: int = 30
-    run: str = "runs/search"
+    sparsity: float = DEFAULT_SPARSITY
+    metric: str = DEFAULT_METRIC
+    fitness: str = DEFAULT_FITNESS
+    strategy: str = DEFAULT_STRATEGY
+    population: int = DEFAULT_POPULATION
+    generations: int = DEFAULT_GENERATIONS
+    run: str = DEFAULT_RUN
     resume: bool = False
 
 
@@ -39,14 +42,12 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Label("target sparsity")
                 yield Input(str(p.sparsity), id="sparsity")
                 yield Label("metric")
-                yield Select([(m, m) for m in ("wanda", "magnitude", "sparsegpt")], value=p.metric,
-                             allow_blank=False, id="metric")
+                yield Select([(m, m) for m in METRICS], value=p.metric, allow_blank=False, id="metric")
                 yield Label("fitness")
-                yield Select([("perplexity", "ppl"), ("KL to dense", "kl")], value=p.fitness, allow_blank=False,
+                yield Select([(FITNESS_LABELS[f], f) for f in FITNESS], value=p.fitness, allow_blank=False,
                              id="fitness")
                 yield Label("strategy")
-                yield Select([("evolution", "evolution"), ("random", "random")], value=p.strategy,
-                             allow_blank=False, id="strategy")
+                yield Select([(s, s) for s in STRATEGIES], value=p.strategy, allow_blank=False, id="strategy")
                 yield Label("population")
                 yield Input(str(p.population), id="population")
                 yield Label("generations")

@@ -12,6 +12,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
 
+from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAULT_STRUCTURED_GENERATIONS,
+                            DEFAULT_STRUCTURED_RUN, DEFAULT_TARGET_PARAMS)
 from screens.messages import StructuredExportRequested, StructuredStartRequested
 from screens.plots import LivePlot
 
@@ -20,13 +22,13 @@ STAGE_COLUMNS = ("stage", "in", "keep", "fine-tune", "fitness", "scored", "best 
 
 @dataclass(frozen=True)
 class StructuredParams:
-    run: str = "runs/structured"
-    target: float = 0.5  # fraction of decoder linear parameters kept
-    generations: int = 50
-    offspring: int = 16
-    stages: str = "8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192"
+    run: str = DEFAULT_STRUCTURED_RUN
+    target: float = DEFAULT_TARGET_PARAMS  # fraction of decoder linear parameters kept
+    generations: int = DEFAULT_STRUCTURED_GENERATIONS
+    offspring: int = DEFAULT_OFFSPRING
+    stages: str = DEFAULT_STAGES
     one_shot: bool = False
-    lr: float = 1e-5
+    lr: float = DEFAULT_LR
 
 
 @dataclass(frozen=True)

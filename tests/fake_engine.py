@@ -1,24 +1,29 @@
-"""A fake engine API for TUI tests: same calls as workbench.engine_api.EngineAPI, instant and scripted.
+"""A fake engine API for TUI tests: same calls as workbench.engine_api.EngineAPI, without a model.
 
-Allocations are computed by the real engine on synthetic block samples (no model), and the search
-emits real engine event objects from a background thread, paced by a real Control."""
+Allocations are computed by the real engine on synthetic block samples. The searches are the real
+ones (controller, lifecycle, loop, run folder in a temporary directory) with stand-in scores, so
+their events come in the engine's own order and at its own moments."""
 
 from __future__ import annotations
 
-import math
-import threading
+import tempfile
 import time
+import zlib
+from pathlib import Path
 
 import torch
 
 from engine.allocation import AllocationFunction
 from engine.allocation.samples import BlockSample
 from engine.errors import WorkbenchError
-from engine.search import events as ev
-from engine.search.control import Control, SearchStopped
+from engine.search.controller import SearchController
+from engine.search.core import attempt
+from engine.search.search import Search, SearchSettings
+from engine.search.store import RunStore
+from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages
+from engine.structured.structure import Shapes
 from screens.messages import AllocationView
-from engine.structured.search import parse_stages
-from workbench.engine_api import EngineAPI, ModelInfo, StructuredInfo
+from workbench.engine_api import EngineAPI, ModelInfo, StructuredInfo, user_errors
 
 N_BLOCKS = 12
 
@@ -29,102 +34,36 @@ def _samples():
             for b in range(N_BLOCKS)]
 
 
-class FakeController:
-    """Runs `script(controller)` in a thread; the script calls `wait()` once per candidate."""
+class SlowScores:
+    """Stands in for the model: `seconds` per candidate, checking the control like forward batches do."""
 
-    def __init__(self, on_event, script, seconds: float):
-        self.control = Control()
-        self.on_event = on_event
-        self.script = script
+    workers = 1
+
+    def __init__(self, seconds: float, samples):
         self.seconds = seconds
-        self.evaluated = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.samples = samples
 
-    def wait(self):
+    def wait(self, check) -> None:
         end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
-            self.control.checkpoint()
+        while True:
+            check()
+            if time.monotonic() >= end:
+                return
             time.sleep(0.005)
 
-    def _run(self):
-        try:
-            self.script(self)
-        except SearchStopped:
-            self.on_event(ev.SearchStoppedEvent(self.evaluated))
+    def evaluate(self, texts, check):
+        def score(text):
+            self.wait(check)
+            h = zlib.crc32(text.encode())
+            return 10 + h % 90, tuple(0.7 + 0.01 * ((h >> b) % 5 - 2) for b in range(N_BLOCKS))
+        return [attempt(lambda: score(t)) for t in texts]
 
-    def pause(self):
-        self.control.pause()
-
-    def resume(self):
-        self.control.resume()
-
-    def step(self):
-        self.control.step()
-
-    def stop(self, after_candidate=False):
-        self.control.stop(after_candidate)
-
-    @property
-    def running(self):
-        return self._thread.is_alive()
-
-    def join(self, timeout):
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def structured(self, structure, finetune_tokens, fitness_tokens, check) -> float:
+        self.wait(check)
+        return 0.01 * (1 + sum((b + 1) * a for b, a in enumerate(structure.attn)) % 17) + 0.001 * fitness_tokens / 64
 
 
-def dsa_script(population: int, generations: int):
-    def script(c: FakeController):
-        for g in range(generations):
-            fits = []
-            for i in range(population):
-                index = c.evaluated
-                text = f"abs | mean | no_op | lam={round(0.01 * (index + 1), 2)}"
-                c.on_event(ev.CandidateStarted(index, g, text))
-                c.wait()
-                fitness = 100.0 / (1 + index) + 10
-                ratios = tuple(0.7 + 0.01 * math.sin(b + index) for b in range(N_BLOCKS))
-                cand = ev.Candidate(index, g, text, fitness, ratios, c.seconds)
-                c.on_event(ev.NewBest(cand))
-                c.on_event(ev.CandidateScored(cand))
-                fits.append(fitness)
-                c.evaluated += 1
-                c.control.candidate_done()
-            c.on_event(ev.GenerationDone(g, min(fits), sorted(fits)[len(fits) // 2], len(fits), 0))
-        c.on_event(ev.SearchFinished(None, {"uniform": 500.0, "owl": 480.0}))
-    return script
-
-
-def structured_script(offspring: int, stages, generations: int):
-    """Levels on a 9-head, 10-MLP-level grid; stage s of generation g scores what survived stage s-1."""
-    def script(c: FakeController):
-        best = None
-        for g in range(generations):
-            pool = [f"attn {' '.join(str(4 + (b + i + g) % 2) for b in range(N_BLOCKS))} / "
-                    f"mlp {' '.join(str(5 + (b * i) % 3 - 1) for b in range(N_BLOCKS))}" for i in range(offspring + 1)]
-            for s, stage in enumerate(stages):
-                scored = []
-                for text in pool:
-                    index = c.evaluated
-                    c.on_event(ev.CandidateStarted(index, g, text))
-                    c.wait()
-                    fitness = 1.0 / (2 + g + s) + 0.001 * len(scored)
-                    cand = ev.Candidate(index, g, text, fitness, (), c.seconds, stage=s)
-                    c.on_event(ev.CandidateScored(cand))
-                    scored.append((fitness, text))
-                    c.evaluated += 1
-                    c.control.candidate_done()
-                pool = [t for _, t in sorted(scored)[:stage.survivors]]
-                c.on_event(ev.StageDone(g, s, len(scored), len(pool), stage.finetune_tokens, stage.fitness_tokens,
-                                        min(scored)[0]))
-            winner = ev.Candidate(c.evaluated, g, pool[0], min(scored)[0], (), stage=len(stages) - 1)
-            if best is None or winner.fitness < best.fitness:
-                best = winner
-                c.on_event(ev.NewBest(winner))
-            c.on_event(ev.GenerationDone(g, winner.fitness, None, offspring + 1, 0))
-        c.on_event(ev.SearchFinished(best, {"uniform": 90.0, "searched": 80.0}))
-    return script
+SHAPES = Shapes(layers=N_BLOCKS, hidden=576, heads=9, kv_heads=3, head_dim=64, intermediate=1536, mlp_levels=10)
 
 
 class FakeAPI(EngineAPI):
@@ -135,15 +74,17 @@ class FakeAPI(EngineAPI):
         self.candidate_seconds = candidate_seconds
         self.samples = _samples()
         self.calls: list[tuple] = []
-        self.controller: FakeController | None = None
+        self.controller: SearchController | None = None
+        self.searches: list[SearchController] = []
+        self.folder = Path(tempfile.mkdtemp(prefix="fake-runs-"))  # run folders land here
 
-    def load(self, status):
+    def load(self, status, progress=lambda *a: None):
         status("loading fake model")
         if self.load_error:
             raise ValueError(self.load_error)
         return ModelInfo("fake-llama", "cpu", "float32", N_BLOCKS)
 
-    def allocation(self, method, sparsity, metric, status=lambda m: None):
+    def allocation(self, method, sparsity, metric):
         self.calls.append(("allocation", method, sparsity, metric))
         if method in ("uniform", "owl"):
             ratios = tuple(sparsity + (0.02 * (b % 3 - 1) if method == "owl" else 0) for b in range(N_BLOCKS))
@@ -154,6 +95,10 @@ class FakeAPI(EngineAPI):
         except WorkbenchError as exc:
             raise ValueError(str(exc)) from exc
         return AllocationView(str(f), sparsity, tuple(ratios), tuple(values))
+
+    def importance(self, metric):
+        return {"mean score": tuple(float(s.matrix.mean()) for s in self.samples),
+                "outliers": tuple(0.01 * (b % 4) for b in range(N_BLOCKS))}
 
     def fitness(self, text, sparsity, metric):
         self.calls.append(("fitness", text))
@@ -166,22 +111,51 @@ class FakeAPI(EngineAPI):
             raise ValueError("op 'asin' produced NaN at block 0")
         return {"uniform": 501.0, "owl": 480.0}.get(method, 450.0)
 
-    def start_search(self, params, seeds, on_event, status):
+    @user_errors
+    def start_search(self, params, seeds, on_event, status, progress=lambda *a: None):
+        """The real controller and search loop (so the events come in the engine's order) over fast scores."""
         self.calls.append(("start_search", params, tuple(seeds)))
-        self.controller = FakeController(on_event, dsa_script(min(params.population, 4), min(params.generations, 3)),
-                                         self.candidate_seconds)
+        self._one_search_at_a_time()
+        store = RunStore(self.folder / params.run)
+        settings = SearchSettings(sparsity=params.sparsity, population=min(params.population, 4),
+                                  generations=min(params.generations, 3), seeds=tuple(seeds))
+        if params.resume:
+            settings = SearchSettings.from_json(store.settings())
+        else:
+            store.check_new()
+        scores = SlowScores(self.candidate_seconds, self.samples)
+
+        def prepare(control):
+            scores.wait(control.checkpoint)
+            return Search(settings, store, scores, held_out=lambda methods, check: {m: 500.0 for m in methods},
+                          on_event=on_event)
+
+        self.controller = self._started(SearchController(prepare, store, on_event))
         return self.controller
 
-    def start_structured(self, params, on_event, status):
+    @user_errors
+    def start_structured(self, params, on_event, status, progress=lambda *a: None):
         self.calls.append(("start_structured", params))
+        self._one_search_at_a_time()
         stages = parse_stages(params.stages)
-        status("level database: 1/1")
-        self.structured = FakeController(on_event, structured_script(min(params.offspring, 3), stages,
-                                                                     min(params.generations, 2)),
-                                         self.candidate_seconds)
-        info = StructuredInfo(params.run, 9, 10, min(params.offspring, 3),
-                              [(st.survivors, 0 if params.one_shot else st.finetune_tokens, st.fitness_tokens)
-                               for st in stages], "new search")
+        settings = StructuredSettings(target=params.target, generations=min(params.generations, 2),
+                                      offspring=min(params.offspring, 3), stages=stages, one_shot=params.one_shot,
+                                      lr=params.lr)
+        store = RunStore(self.folder / params.run, "structured", shared=True)
+        scores = SlowScores(self.candidate_seconds, self.samples)
+        fractions = lambda s: tuple(1 - (a / 9 + m / 10) / 2 for a, m in zip(s.attn, s.mlp))  # noqa: E731
+
+        def prepare(control):
+            status("level database: 1/1")
+            scores.wait(control.checkpoint)
+            return StructuredSearch(settings, SHAPES, store, scores.structured, fractions=fractions,
+                                    held_out=lambda texts, check: {"uniform": 90.0, "searched": 80.0},
+                                    on_event=on_event)
+
+        self.structured = self._started(SearchController(prepare, store, on_event))
+        info = StructuredInfo(params.run, 9, 10, settings.offspring,
+                              [(st.survivors, settings.finetune_tokens(i), st.fitness_tokens)
+                               for i, st in enumerate(stages)], "new search")
         return self.structured, info
 
     def export_structured(self, run, out, finetune_tokens, lr, force, progress):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.allocation import METHODS, AllocationInputs, compute_allocation
+from engine.allocation import AllocationInputs, compute_allocation
+from engine.choices import METHODS
 from engine.allocation.methods import hill_alpha
 from engine.architecture import Block
 

@@ -6,6 +6,7 @@ import pytest
 
 from engine.search import events as ev
 from screens.settings import SearchParams
+from waiting import wait_for
 from workbench.engine_api import EngineAPI
 
 
@@ -34,9 +35,47 @@ def test_search_and_export(api, tmp_path):
     params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
     controller = api.start_search(params, ["abs | mean | no_op"], seen.append, lambda message: None)
     assert controller.join(60)
-    assert isinstance(seen[-1], ev.SearchFinished)
-    assert seen[-1].held_out.keys() >= {"uniform", "owl"}
+    assert isinstance(seen[-2], ev.SearchFinished) and seen[-1] == ev.StateChanged("finished", evaluated=2)
+    assert seen[-2].held_out.keys() >= {"uniform", "owl"}
     path = api.export("owl", 0.6, "wanda", str(tmp_path / "out"), "dense", "keep", False, lambda *a: None)
     assert (tmp_path / "out" / "pruning.json").is_file() and path.endswith("out")
     with pytest.raises(ValueError, match="already exists"):
         api.export("owl", 0.6, "wanda", str(tmp_path / "out"), "dense", "keep", False, lambda *a: None)
+
+
+def states(seen):
+    return [e.state for e in seen if isinstance(e, ev.StateChanged)]
+
+
+def test_real_engine_pause_then_step_and_step_then_stop(api, tmp_path):
+    seen = []
+    params = SearchParams(sparsity=0.6, population=20, generations=5, run=str(tmp_path / "run"))
+    controller = api.start_search(params, [], seen.append, lambda message: None)
+    assert wait_for(lambda: any(isinstance(e, ev.CandidateScored) for e in seen))
+    for _ in range(3):
+        controller.pause()
+        assert wait_for(lambda: states(seen)[-1] == "paused"), states(seen)
+        logged = controller.evaluated
+        controller.step()
+        assert wait_for(lambda: states(seen)[-1] == "paused" and controller.evaluated == logged + 1), states(seen)
+    controller.step()
+    controller.stop()
+    assert controller.join(30)
+    assert states(seen)[-3:] in (["stepping", "stopping", "stopped"], ["paused", "stopping", "stopped"])
+    assert seen[-1].resumable and (tmp_path / "run" / "run.json").exists()
+    with pytest.raises(ValueError, match="already holds a search"):
+        api.start_search(params, [], seen.append, lambda message: None)
+
+
+def test_real_engine_stop_while_preparing_writes_nothing(tiny_model_dir, tiny_data, tmp_path):
+    api = EngineAPI(str(tiny_model_dir), tiny_data, device="cpu")
+    api.load(lambda message: None)  # a fresh session: the search must calibrate while preparing
+    seen = []
+    params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
+    controller = api.start_search(params, [], seen.append, lambda message: None)
+    controller.stop()
+    assert controller.join(30)
+    assert states(seen) == ["preparing", "stopping", "stopped"] and not seen[-1].resumable
+    assert not (tmp_path / "run").exists()
+    controller = api.start_search(params, [], seen.append, lambda message: None)  # nothing blocks a new start
+    assert controller.join(60) and controller.state == "finished"

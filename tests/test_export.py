@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,6 +55,24 @@ def test_recipe_replay_gives_byte_identical_tensors(tmp_path, tiny_model_dir):
     assert main(["export", "--recipe", str(first / "pruning.json"), "--out", str(second), "--quiet"]) == 0
     a, b = tensors(first), tensors(second)
     assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_replay_uses_the_recorded_batch_size(tmp_path, tiny_model_dir, tiny_data):
+    """Calibration sums depend on how the windows are batched; the recipe records the batch size."""
+    from engine.loading import load_model
+    from engine.session import Session
+
+    model = load_model(str(tiny_model_dir), device="cpu")
+    sums = [Session(model, replace(tiny_data, batch_size=b)).calibration().sq_sums for b in (3, 4)]
+    assert any(not torch.equal(sums[0][k], sums[1][k]) for k in sums[0])  # batching changes the statistics
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["export", "--model", str(tiny_model_dir), "--function", FUNCTION, "--sparsity", "0.7",
+                 "--out", str(first), "--batch-size", "3", *TINY]) == 0
+    recipe = read_recipe_file(first)
+    assert recipe["data"]["batch_size"] == 3 and recipe["model"]["device"] == "cpu"
+    assert main(["export", "--recipe", str(first / "pruning.json"), "--out", str(second), "--quiet"]) == 0
+    a, b = tensors(first), tensors(second)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

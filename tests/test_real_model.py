@@ -49,8 +49,8 @@ def test_structured_half_model_exports_smaller_and_reloads(real_session, tmp_pat
     structure = uniform(db.shapes, 0.5)
     assert db.kept_fraction(structure) == pytest.approx(0.5, abs=0.03)
     workspace = Workspace(real_session, db)
-    half = workspace.evaluate(structure, 0, 1024)[0]
-    assert 0 < half < workspace.evaluate(uniform(db.shapes, 0.3), 0, 1024)[0]  # keeping more costs less KL
+    half = workspace.evaluate(structure, 0, 1024)
+    assert 0 < half < workspace.evaluate(uniform(db.shapes, 0.3), 0, 1024)  # keeping more costs less KL
     done = export_structure(workspace, structure, tmp_path / "out")
     dense_params = parameter_count(real_session.model)
     assert done.params < 0.8 * dense_params

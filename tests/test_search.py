@@ -11,14 +11,19 @@ import sys
 import time
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.allocation import AllocationFunction
 from engine.errors import WorkbenchError
-from engine.search import RunStore, Search, SearchController, SearchSettings
 from engine.search import events as ev
+from engine.search.controller import SearchController
+from engine.search.core import MAX_ERRORS_IN_A_ROW, attempt
+from engine.search.search import Search, SearchSettings
 from engine.search.genome import crossover, mutate, random_function
+from engine.search.store import RunStore
+from waiting import wait_for
 
 INVALID = "no_op | entropy | exp, exp, exp, exp, exp"  # exp^5 of a normalised entropy overflows
 
@@ -93,6 +98,50 @@ def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, 
     assert killed_log == [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
 
 
+KILL_AT = {
+    # while preparing: the caches are being built, nothing may be written yet
+    "preparing": ("engine.search.evaluator", "SessionEvaluator", "prepare", 1),
+    # between the first log line and the checkpoint that counts it
+    "first log line": ("engine.search.store", "RunStore", "append", 1),
+    # in the forward pass of the third candidate
+    "candidate": ("engine.session", "Session", "perplexity", 3),
+}
+
+
+@pytest.mark.parametrize("point", KILL_AT)
+def test_a_kill_at_each_point_of_a_search_then_resume_gives_the_same_log(point, tmp_path, tiny_model_dir,
+                                                                         uninterrupted):
+    """SIGKILL from inside the process at an exact point of its life, then resume (or start again when
+    nothing was written): the log and population equal an uninterrupted run's."""
+    module, cls, method, call = KILL_AT[point]
+    run = tmp_path / "run"
+    script = (f"import os, signal, sys, {module} as m\n"
+              f"original, calls = m.{cls}.{method}, []\n"
+              f"def killing(*a, **k):\n"
+              f"    calls.append(1)\n"
+              f"    if {method!r} != 'append' and len(calls) == {call}: os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"    out = original(*a, **k)\n"
+              f"    if len(calls) == {call}: os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"    return out\n"
+              f"m.{cls}.{method} = killing\n"
+              f"from workbench.cli import main\n"
+              f"sys.exit(main(sys.argv[1:]))\n")
+    argv = cli_search(run, tiny_model_dir)[3:]  # after `python -m workbench.cli`
+    killed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, env=_env())
+    assert killed.returncode == -signal.SIGKILL
+    if point == "preparing":
+        assert not (run / "run.json").exists()
+        subprocess.run(cli_search(run, tiny_model_dir), check=True, capture_output=True, env=_env())
+    else:
+        assert (run / "run.json").exists() and (run / "state.json").exists()
+        resume = [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet"]
+        subprocess.run(resume, check=True, capture_output=True, env=_env())
+    assert (run / "candidates.jsonl").read_text().count("\n") == 20
+    assert [(c.text, c.fitness, c.reason) for c in RunStore(run).candidates()] == \
+        [(c.text, c.fitness, c.reason) for c in RunStore(uninterrupted).candidates()]
+    assert population(run) == population(uninterrupted)
+
+
 def test_ctrl_c_stops_after_the_candidate_then_resume_finishes_the_same(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "interrupted"
     proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -123,18 +172,34 @@ def test_parallel_evaluators_give_the_same_run_as_one(tmp_path, tiny_model_dir, 
 
 def test_new_search_refuses_an_existing_run_and_foreign_folders(tmp_path, uninterrupted):
     with pytest.raises(WorkbenchError, match="--resume"):
-        RunStore(uninterrupted).create({})
+        RunStore(uninterrupted).check_new()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "run.json").write_text('{"format": "something-else"}')
     with pytest.raises(WorkbenchError, match="not a dsa-workbench search run"):
         RunStore(foreign).settings()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(WorkbenchError, match="not empty"):
+        RunStore(other).check_new()
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "run.json").write_text((uninterrupted / "run.json").read_text())
     (corrupt / "state.json").write_text("{not json")
     with pytest.raises(WorkbenchError, match="corrupt"):
         RunStore(corrupt).load_state()
+
+
+def test_leftovers_of_a_start_that_never_completed_do_not_block_a_new_one(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "state.json").write_text("{}")  # killed before run.json was written
+    (folder / ".run.json.abc123").write_text("{")
+    store = RunStore(folder)
+    store.check_new()
+    store.create({"sparsity": 0.5}, {"queue": [], "evaluated": 0, "logged": 0, "done": False, "best": None})
+    assert store.exists and store.load_state()["evaluated"] == 0
 
 
 class SlowEvaluator:
@@ -147,34 +212,37 @@ class SlowEvaluator:
         self.checks = 0
 
     def evaluate(self, texts, check):
-        out = []
-        for text in texts:
+        def score(text):
             end = time.monotonic() + self.seconds
             while time.monotonic() < end:
                 check()
                 self.checks += 1
                 time.sleep(0.01)
-            out.append((float(len(text)), (0.5,), self.seconds, None))
-        return out
+            return float(len(text)), (0.5,)
+
+        return [attempt(lambda: score(text)) for text in texts]
 
 
-def controller(tmp_path, seconds=30.0):
-    settings_ = SearchSettings(sparsity=0.5, population=3, generations=2)
+def controller(tmp_path, seconds=30.0, prepare_seconds=0.0, population=3, generations=2):
+    """A real controller and search over a slow stand-in evaluator; `prepare_seconds` of preparation that
+    checks the control like calibration does."""
+    settings_ = SearchSettings(sparsity=0.5, population=population, generations=generations)
     store = RunStore(tmp_path / "run")
-    store.create(settings_.to_json())
     seen = []
     evaluator = SlowEvaluator(seconds)
-    search = Search(settings_, store, evaluator, on_event=seen.append)
-    return SearchController(search), evaluator, seen
+
+    def prepare(control):
+        end = time.monotonic() + prepare_seconds
+        while time.monotonic() < end:
+            control.checkpoint()
+            time.sleep(0.01)
+        return Search(settings_, store, evaluator, held_out=lambda methods, check: {}, on_event=seen.append)
+
+    return SearchController(prepare, store, seen.append), evaluator, seen
 
 
-def wait_for(predicate, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+def states(seen):
+    return [e.state for e in seen if isinstance(e, ev.StateChanged)]
 
 
 def test_stop_during_a_candidate_responds_within_a_second(tmp_path):
@@ -185,40 +253,83 @@ def test_stop_during_a_candidate_responds_within_a_second(tmp_path):
     ctl.stop()
     assert ctl.join(1.0)
     assert time.monotonic() - start < 1.0
-    assert any(isinstance(e, ev.SearchStoppedEvent) for e in seen)
+    assert states(seen) == ["preparing", "running", "stopping", "stopped"]
+    assert seen[-1].resumable and seen[-1].evaluated == 0
     assert RunStore(tmp_path / "run").candidates() == []  # the candidate in flight is not logged
 
 
-def test_pause_and_resume_respond_within_a_second(tmp_path):
-    ctl, evaluator, _ = controller(tmp_path)
+def test_stop_while_preparing_leaves_no_run_folder(tmp_path):
+    ctl, _, seen = controller(tmp_path, prepare_seconds=30.0)
+    ctl.start()
+    time.sleep(0.2)
+    ctl.stop(after_candidate=True)  # no candidate yet: stops at once
+    assert ctl.join(1.0)
+    assert states(seen) == ["preparing", "stopping", "stopped"]
+    assert not seen[-1].resumable and not (tmp_path / "run").exists()
+
+
+def test_pause_is_announced_once_the_search_has_paused_and_resume_once_it_works_again(tmp_path):
+    ctl, evaluator, seen = controller(tmp_path)
     ctl.start()
     assert wait_for(lambda: evaluator.checks > 5)
     ctl.pause()
-    time.sleep(0.3)
+    assert wait_for(lambda: states(seen)[-1] == "paused")
     frozen = evaluator.checks
-    time.sleep(0.7)
+    time.sleep(0.5)
     assert evaluator.checks <= frozen + 1
     ctl.resume()
     assert wait_for(lambda: evaluator.checks > frozen + 5, timeout=1.0)
+    assert states(seen)[-2:] == ["paused", "running"]
     ctl.stop()
     assert ctl.join(1.0)
 
 
+def test_pause_then_step_ends_paused_every_time(tmp_path):
+    """The reported race: pause during a candidate, then step. The engine announces "paused" only
+    once its thread is waiting, so a state that follows the events never sticks at "stepping"."""
+    ctl, evaluator, seen = controller(tmp_path, seconds=0.05, generations=5)
+    ctl.start()
+    assert wait_for(lambda: evaluator.checks > 0)
+    for cycle in range(3):
+        ctl.pause()
+        assert wait_for(lambda: states(seen)[-1] == "paused"), states(seen)
+        scored = sum(isinstance(e, ev.CandidateScored) for e in seen)
+        ctl.step()
+        assert wait_for(lambda: sum(isinstance(e, ev.CandidateScored) for e in seen) > scored)
+        assert wait_for(lambda: states(seen)[-1] == "paused"), states(seen)
+        assert "stepping" in states(seen)[-2:]
+    ctl.stop()
+    assert ctl.join(1.0)
+    assert states(seen)[-2:] == ["stopping", "stopped"]
+
+
+def test_step_then_stop(tmp_path):
+    ctl, evaluator, seen = controller(tmp_path, seconds=0.5)
+    ctl.start()
+    assert wait_for(lambda: evaluator.checks > 2)
+    ctl.step()  # while running: this candidate, then pause
+    assert states(seen)[-1] == "stepping"
+    ctl.stop()
+    assert ctl.join(1.0)
+    assert states(seen) == ["preparing", "running", "stepping", "stopping", "stopped"]
+
+
 def test_step_runs_one_candidate_then_pauses(tmp_path):
     ctl, evaluator, seen = controller(tmp_path, seconds=0.05)
-    ctl.pause()
     ctl.start()
-    time.sleep(0.2)
-    assert not any(isinstance(e, ev.CandidateScored) for e in seen)
+    assert wait_for(lambda: evaluator.checks > 0)
+    ctl.pause()
+    assert wait_for(lambda: states(seen)[-1] == "paused")
+    before = sum(isinstance(e, ev.CandidateScored) for e in seen)
     ctl.step()
-    assert wait_for(lambda: any(isinstance(e, ev.CandidateScored) for e in seen), timeout=2.0)
+    assert wait_for(lambda: sum(isinstance(e, ev.CandidateScored) for e in seen) == before + 1, timeout=2.0)
+    assert wait_for(lambda: states(seen)[-1] == "paused")
     time.sleep(0.3)
-    assert sum(isinstance(e, ev.CandidateScored) for e in seen) == 1
-    assert ctl.control.paused
+    assert sum(isinstance(e, ev.CandidateScored) for e in seen) == before + 1
     ctl.resume()
     assert ctl.join(5.0)
     assert sum(isinstance(e, ev.CandidateScored) for e in seen) == 6
-    assert isinstance(seen[-1], ev.SearchFinished)
+    assert isinstance(seen[-2], ev.SearchFinished) and states(seen)[-1] == "finished"
 
 
 def test_stop_after_candidate_finishes_the_one_in_flight(tmp_path):
@@ -228,9 +339,10 @@ def test_stop_after_candidate_finishes_the_one_in_flight(tmp_path):
     ctl.stop(after_candidate=True)
     assert ctl.join(2.0)
     assert len(RunStore(tmp_path / "run").candidates()) == 1
+    assert seen[-1].state == "stopped" and seen[-1].evaluated == 1
 
 
-def test_evaluator_errors_end_the_thread_with_an_error_event(tmp_path):
+def test_a_broken_evaluator_ends_the_search_as_failed(tmp_path):
     ctl, evaluator, seen = controller(tmp_path)
 
     def broken(texts, check):
@@ -240,4 +352,38 @@ def test_evaluator_errors_end_the_thread_with_an_error_event(tmp_path):
     ctl.start()
     assert ctl.join(2.0)
     assert isinstance(ctl.error, RuntimeError)
-    assert any(isinstance(e, ev.SearchError) and "device lost" in e.message for e in seen)
+    assert seen[-1].state == "failed" and "device lost" in seen[-1].message and seen[-1].resumable
+
+
+def test_every_failure_of_a_candidate_is_a_logged_rejection_and_the_search_goes_on(tmp_path):
+    ctl, evaluator, seen = controller(tmp_path, seconds=0.0)
+    calls = []
+
+    def flaky(texts, check):
+        def score(text):
+            calls.append(text)
+            if len(calls) == 2:
+                raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+            if len(calls) == 3:
+                return float("nan"), (0.5,)
+            return 1.0 + len(calls), (0.5,)
+        return [attempt(lambda: score(t)) for t in texts]
+
+    evaluator.evaluate = flaky
+    ctl.start()
+    assert ctl.join(5.0) and ctl.state == "finished"
+    log = RunStore(tmp_path / "run").candidates()
+    assert len(log) == 6
+    assert log[1].reason.startswith("LinAlgError: linalg.svd") and log[2].reason == "fitness is nan"
+    assert all(c.scored for i, c in enumerate(log) if i not in (1, 2))
+
+
+def test_unexpected_errors_in_a_row_end_the_search_as_failed_with_the_checkpoint_kept(tmp_path):
+    ctl, evaluator, seen = controller(tmp_path, seconds=0.0, population=12, generations=1)
+    evaluator.evaluate = lambda texts, check: [attempt(lambda: 1 / 0) for _ in texts]
+    ctl.start()
+    assert ctl.join(5.0) and ctl.state == "failed"
+    assert f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed" in seen[-1].message and seen[-1].resumable
+    log = RunStore(tmp_path / "run").candidates()
+    assert len(log) == MAX_ERRORS_IN_A_ROW
+    assert all(c.reason == "ZeroDivisionError: division by zero" for c in log)

@@ -167,8 +167,8 @@ def test_export_reloads_with_auto_classes_and_gives_the_same_logits(built, tmp_p
     assert parameter_count(reloaded) == done.params < done.dense_params
     generated = reloaded.generate(x[:1, :8], max_new_tokens=4, do_sample=False)  # KV cache with uneven heads
     assert generated.shape == (1, 12)
-    # a fresh interpreter: `import engine` is all it takes, no remote code
-    code = (f"import engine, torch; from transformers import AutoModelForCausalLM; "
+    # a fresh interpreter: `import engine.structured` is all it takes, no remote code
+    code = (f"import engine.structured, torch; from transformers import AutoModelForCausalLM; "
             f"m = AutoModelForCausalLM.from_pretrained({str(done.path)!r}); print(type(m).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())
     assert out.stdout.strip() == "PrunedLlamaForCausalLM"
@@ -236,13 +236,12 @@ def test_kill_9_then_resume_gives_the_same_search(built, searched, tmp_path):
 def test_stop_during_a_fine_tune_responds_within_a_second(built, tmp_path):
     import threading
 
-    from engine.search import SearchController
+    from engine.search.controller import SearchController
     from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages
 
     session, db, _ = built
     store = StructuredRun(tmp_path).store
     settings = StructuredSettings(generations=2, offspring=2, stages=parse_stages("1:4096:128"), lr=1e-4)
-    store.create(settings.to_json())
     workspace = Workspace(session, db, 1e-4)
     in_finetune = threading.Event()
 
@@ -253,13 +252,14 @@ def test_stop_during_a_fine_tune_responds_within_a_second(built, tmp_path):
             check(stage, done, total)
         return workspace.evaluate(structure, finetune_tokens, fitness_tokens, watched)
 
-    controller = SearchController(StructuredSearch(settings, db.shapes, store, evaluate))
+    controller = SearchController(lambda control: StructuredSearch(settings, db.shapes, store, evaluate), store,
+                                  lambda e: None)
     controller.start()
     assert in_finetune.wait(60)
     t0 = time.monotonic()
     controller.stop()
     assert controller.join(5) and time.monotonic() - t0 < 1.0
-    assert controller.result is None and not store.candidates()
+    assert controller.state == "stopped" and controller.result is None and not store.candidates()
 
 
 def test_cli_build_search_export_and_errors(capsys, tmp_path, tiny_model_dir):

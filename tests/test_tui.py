@@ -37,7 +37,7 @@ async def wait_until(pilot, predicate, timeout=5.0):
 async def test_loads_then_shows_baselines_and_status():
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        assert await wait_until(pilot, lambda: app.search_state == "idle")
+        assert await wait_until(pilot, lambda: app.info is not None)
         plot = app.query_one("#sparsity-plot", LivePlot)
         assert await wait_until(pilot, lambda: {"uniform", "owl"} <= set(plot._series))
         assert "fake-llama" in app.status_line() and "target 0.7" in app.status_line()
@@ -58,7 +58,7 @@ async def test_load_failure_is_a_notification_not_a_crash():
 async def test_pane_keys(key, pane):
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         # F-keys work from a pane whose text box holds the focus; letters from the dashboard
         await pilot.press("f6" if key.startswith("f") else "d")
         await pilot.press(key)
@@ -68,7 +68,7 @@ async def test_pane_keys(key, pane):
 async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.search_state == "finished")
         board = app.query_one(Leaderboard)
@@ -82,30 +82,48 @@ async def test_pause_resume_step_stop_bindings_follow_state():
     api = FakeAPI(candidate_seconds=0.3)
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         assert app.check_action("pause", ()) is False and app.check_action("start_search", ()) is True
         await pilot.press("s")
+        assert app.check_action("start_search", ()) is False  # "preparing" arrived before the next key
         assert await wait_until(pilot, lambda: app.search_state == "running")
-        assert app.check_action("start_search", ()) is False
         await pilot.press("p")
-        assert app.search_state == "paused" and api.controller.control.paused
+        assert await wait_until(pilot, lambda: app.search_state == "paused")
         assert app.check_action("resume", ()) is True and app.check_action("pause", ()) is False
         await pilot.press("r")
-        assert app.search_state == "running" and not api.controller.control.paused
-        await pilot.press("p")
-        before = len(app.query_one(Leaderboard).candidates)
-        await pilot.press("n")
-        assert await wait_until(pilot, lambda: len(app.query_one(Leaderboard).candidates) == before + 1)
-        assert await wait_until(pilot, lambda: app.search_state == "paused")
+        assert await wait_until(pilot, lambda: app.search_state == "running")
+        for _ in range(3):  # pause during a candidate, then step: always ends paused with Resume offered
+            await pilot.press("p")
+            assert await wait_until(pilot, lambda: app.search_state == "paused")
+            before = len(app.query_one(Leaderboard).candidates)
+            await pilot.press("n")
+            assert await wait_until(pilot, lambda: len(app.query_one(Leaderboard).candidates) == before + 1)
+            assert await wait_until(pilot, lambda: app.search_state == "paused")
+            assert app.check_action("resume", ()) is True
         await pilot.press("t")
         assert await wait_until(pilot, lambda: app.search_state == "stopped")
         assert app.params.resume  # s continues from the checkpoint
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.search_state == "finished", timeout=15)
+
+
+async def test_stop_works_while_preparing():
+    api = FakeAPI(candidate_seconds=5.0)  # preparation takes as long as a candidate
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.search_state == "preparing")
+        assert app.check_action("stop", ()) is True and app.check_action("pause", ()) is False
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: app.search_state == "stopped")
+        assert not app.params.resume and "nothing was written" in app.status_text
 
 
 async def test_plots_redraw_only_when_visible_and_at_most_once_per_tick():
     app = app_with(FakeAPI(candidate_seconds=0.01), redraw_s=0.5)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
         await wait_until(pilot, lambda: app.search_state == "finished")
         await pilot.press("l")
@@ -122,7 +140,7 @@ async def test_plots_redraw_only_when_visible_and_at_most_once_per_tick():
 async def test_leaderboard_sort_and_select_sends_function_everywhere():
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
         await wait_until(pilot, lambda: app.search_state == "finished")
         await pilot.press("l")
@@ -144,7 +162,7 @@ async def test_editor_typing_previews_and_shows_errors_inline():
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("e")
         editor = app.query_one(Editor)
         box = app.query_one("#function-input")
@@ -163,7 +181,7 @@ async def test_editor_typing_previews_and_shows_errors_inline():
 async def test_editor_palette_and_op_keys():
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("e")
         editor = app.query_one(Editor)
         editor.set_text("abs | mean | no_op")
@@ -198,7 +216,7 @@ async def test_editor_evaluate_adds_to_leaderboard_and_seed_reaches_the_search()
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("e")
         app.query_one(Editor).set_text("abs | var | tanh")
         await pilot.pause(0.05)
@@ -217,7 +235,7 @@ async def test_compare_evaluates_rows_and_shows_rejections():
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("c")
         table = app.query_one(Compare).query_one("DataTable")
         table.focus()
@@ -232,7 +250,7 @@ async def test_export_reports_progress_and_result_or_error():
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("x")
         export = app.query_one(Export)
         app.query_one("#export-out").value = "out/m70"
@@ -248,7 +266,7 @@ async def test_settings_screen_changes_params_and_validates():
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("o")
         assert isinstance(app.screen, SettingsScreen)
         app.screen.query_one("#sparsity").value = "1.5"
@@ -266,7 +284,7 @@ async def test_settings_screen_changes_params_and_validates():
 async def test_help_lists_every_binding_and_palette_offers_actions():
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.query_one("#help-text").render())
@@ -279,22 +297,23 @@ async def test_help_lists_every_binding_and_palette_offers_actions():
         assert all(b.id and b.tooltip for b in app.BINDINGS)
 
 
-async def test_quit_during_a_search_stops_it():
+async def test_quit_during_a_search_stops_it_and_keeps_the_checkpoint():
     api = FakeAPI(candidate_seconds=5.0)
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
         await wait_until(pilot, lambda: app.search_state == "running")
         await pilot.press("q")
-    assert not api.controller.running
+    assert not api.controller.running and api.controller.state == "stopped"
+    assert api.controller.store.exists
 
 
 async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():
     api = FakeAPI(candidate_seconds=0.01)
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("f7")
         pane = app.query_one(Structured)
         pane.query_one("#structured-stages").value = "2:64:32,1:128:64"
@@ -315,12 +334,13 @@ async def test_structured_pause_resume_stop_act_on_the_pane_in_view():
     api = FakeAPI(candidate_seconds=0.3)
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("f7")
+        app.query_one("#structured-stages").value = "2:64:32,1:128:64"
         await pilot.press("s")
         assert await wait_until(pilot, lambda: app.structured_state == "running")
         await pilot.press("p")
-        assert app.structured_state == "paused" and api.structured.control.paused
+        assert await wait_until(pilot, lambda: app.structured_state == "paused")
         assert app.check_action("resume", ()) is True
         await pilot.press("f2")
         assert app.check_action("resume", ()) is False and app.check_action("start_search", ()) is True
@@ -328,7 +348,7 @@ async def test_structured_pause_resume_stop_act_on_the_pane_in_view():
         assert app.search_state == "idle" and api.controller is None
         await pilot.press("f7")
         await pilot.press("r")
-        assert not api.structured.control.paused
+        assert await wait_until(pilot, lambda: app.structured_state == "running")
         await pilot.press("t")
         assert await wait_until(pilot, lambda: app.structured_state == "stopped")
 
@@ -337,7 +357,7 @@ async def test_structured_export_button_and_bad_settings():
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.search_state == "idle")
+        await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("f7")
         pane = app.query_one(Structured)
         pane.query_one("#structured-out").value = "out/small"

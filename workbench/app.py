@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 
@@ -9,8 +10,12 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
+
+from engine.search import events as ev
+from engine.search.control import allows
 
 from screens.compare import Compare
 from screens.dashboard import Dashboard
@@ -26,6 +31,8 @@ from screens.settings import SearchParams, SettingsScreen
 from screens.structured import Levels, Structured, StructuredParams
 
 REDRAW_S = 1.0
+QUIT_WAIT_S = 30.0  # how long quitting waits for a stopped search to write its checkpoint
+SEARCH_ACTIONS = {"start_search": "start", "pause": "pause", "resume": "resume", "step": "step", "stop": "stop"}
 MAIN_WIDGET = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
                "export": "#export-method", "structured": "#structured-start"}
 
@@ -47,12 +54,26 @@ class EngineEvent(Message):
 
 
 class StatusChanged(Message):
-    def __init__(self, text: str) -> None:
+    """A status line from engine work: the dashboard's, or the structured pane's (`structured`)."""
+
+    def __init__(self, text: str, structured: bool = False) -> None:
         super().__init__()
         self.text = text
+        self.structured = structured
+
+
+def describe_progress(stage: str, done: int, total: int) -> str:
+    """A status line for long engine work (calibration counts tokens; a level database, blocks)."""
+    share = f"{100 * done / max(1, total):.0f}%"
+    if stage == "calibration":
+        return f"calibration {share} ({done:,} of {total:,} tokens)"
+    return f"{stage} {share} ({done} of {total})"
 
 
 class WorkbenchApp(App):
+    """The workbench. Each search's state is one reactive value set only from the engine's StateChanged
+    events; the bindings, the footer, the command palette and the status line all read it."""
+
     CSS_PATH = "app.tcss"
     TITLE = "dsa-workbench"
     BINDINGS = [
@@ -76,6 +97,9 @@ class WorkbenchApp(App):
                 tooltip="Structured pruning: heads and neurons (s/p/r/n/t drive its search there)", show=False),
     ]
 
+    search_state: reactive[str] = reactive("idle", init=False)
+    structured_state: reactive[str] = reactive("idle", init=False)
+
     def __init__(self, api, config: AppConfig | None = None) -> None:
         super().__init__()
         self.api = api
@@ -84,7 +108,6 @@ class WorkbenchApp(App):
         self.info = None
         self.seeds: list[str] = []
         self.controller = None
-        self.search_state = "loading"
         self.generations: list[int] = []
         self.best_curve: list[float] = []
         self.median_curve: list[float] = []
@@ -92,24 +115,24 @@ class WorkbenchApp(App):
         self.best: ScoredCandidate | None = None
         self.status_text = "loading model…"
         self.structured_controller = None
-        self.structured_state = "idle"
         self.structured_best: float | None = None
+        self.structured_detail = ""
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="dashboard", id="panes"):
-            with TabPane("Dashboard d/F2", id="dashboard"):
+            with TabPane("Dashboard F2", id="dashboard"):
                 yield Dashboard()
-            with TabPane("Leaderboard l/F3", id="leaderboard"):
+            with TabPane("Leaderboard F3", id="leaderboard"):
                 yield Leaderboard()
-            with TabPane("Editor e/F4", id="editor"):
+            with TabPane("Editor F4", id="editor"):
                 yield Editor(self.api.palette(), self.api.parse, self.api.format)
-            with TabPane("Compare c/F5", id="compare"):
+            with TabPane("Compare F5", id="compare"):
                 yield Compare()
-            with TabPane("Export x/F6", id="export"):
+            with TabPane("Export F6", id="export"):
                 yield Export()
-            with TabPane("Structured u/F7", id="structured"):
+            with TabPane("Structured F7", id="structured"):
                 yield Structured(self.config.structured)
         yield Footer()
 
@@ -144,22 +167,22 @@ class WorkbenchApp(App):
         return self.query_one(TabbedContent).active == "structured"
 
     def check_action(self, action: str, parameters) -> bool | None:
-        """s/p/r/n/t drive the search of the pane in view: the structured one on its pane, else DSA."""
-        state = self.structured_state if self.structured_active() else self.search_state
-        allowed = {
-            "start_search": state in ("idle", "stopped", "finished"),
-            "pause": state == "running",
-            "resume": state == "paused",
-            "step": state in ("running", "paused"),
-            "stop": state in ("running", "paused", "preparing"),
-            "settings": state in ("idle", "stopped", "finished", "loading") and not self.structured_active(),
-        }
-        return allowed.get(action, True)
+        """s/p/r/n/t drive the search of the pane in view (the structured one on its pane, else DSA),
+        as the engine's lifecycle allows in that search's state."""
+        if action in SEARCH_ACTIONS:
+            state = self.structured_state if self.structured_active() else self.search_state
+            return allows(state, SEARCH_ACTIONS[action])
+        if action == "settings":
+            return allows(self.search_state, "start") and not self.structured_active()
+        return True
 
-    def set_search_state(self, state: str) -> None:
-        self.search_state = state
+    def watch_search_state(self) -> None:
         self.refresh_bindings()
         self.show_status()
+
+    def watch_structured_state(self) -> None:
+        self.refresh_bindings()
+        self.show_structured_status()
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -216,37 +239,42 @@ class WorkbenchApp(App):
         if self.info is None:
             self.notify("the model is still loading", severity="warning")
             return
-        if searching(self.structured_controller):
-            self.notify("the structured search is running: stop it first (t on its pane)", severity="warning")
+        try:
+            self.controller = self.api.start_search(self.params, list(self.seeds), self.engine_event, self.status,
+                                                    self.work_progress)
+        except ValueError as exc:
+            self.notify(str(exc), title="search", severity="error", timeout=10)
             return
-        self.set_search_state("preparing")
-        self.start_search_worker()
+        self.seeds = []
+        self.status_text = f"search: run folder {self.params.run}"
 
-    def _control(self, method: str, state: str) -> None:
-        """Pause / resume / step / stop the search of the pane in view."""
-        structured = self.structured_active()
-        controller = self.structured_controller if structured else self.controller
-        if controller:
+    def _control(self, method: str) -> None:
+        """Ask the search of the pane in view to pause / resume / step / stop; its events say when it did."""
+        controller = self.structured_controller if self.structured_active() else self.controller
+        if controller is not None:
             getattr(controller, method)()
-            (self.set_structured_state if structured else self.set_search_state)(state)
 
     def action_pause(self) -> None:
-        self._control("pause", "paused")
+        self._control("pause")
 
     def action_resume(self) -> None:
-        self._control("resume", "running")
+        self._control("resume")
 
     def action_step(self) -> None:
-        self._control("step", "stepping")
+        self._control("step")
 
     def action_stop(self) -> None:
-        self._control("stop", "stopping")
+        self._control("stop")
 
     async def action_quit(self) -> None:
-        for controller in (self.controller, self.structured_controller):
-            if searching(controller):
-                controller.stop()
-                controller.join(2.0)
+        """Stop every search (now), wait off the UI thread until each has written its checkpoint, exit."""
+        active = [c for c in (self.controller, self.structured_controller) if c is not None and c.running]
+        for controller in active:
+            controller.stop()
+        if active:
+            self.status_text = "quitting: stopping the search (its checkpoint stays)…"
+            self.show_status()
+            await asyncio.to_thread(lambda: [c.join(QUIT_WAIT_S) for c in active])
         self.exit()
 
     # -- workers (engine work off the UI thread) ---------------------------------------------------
@@ -254,15 +282,20 @@ class WorkbenchApp(App):
         """Thread-safe status line update."""
         self.post_message(StatusChanged(text))
 
+    def work_progress(self, stage: str, done: int, total: int) -> None:
+        """Thread-safe progress of long engine work, shown on the status line."""
+        self.post_message(StatusChanged(describe_progress(stage, done, total)))
+
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_model(self) -> None:
-        info = self.api.load(self.status)
+        info = self.api.load(self.status, self.work_progress)
         self.call_from_thread(self.model_loaded, info)
 
     def model_loaded(self, info) -> None:
         self.info = info
         self.status_text = f"loaded {info.label}: {info.blocks} blocks"
-        self.set_search_state("idle")
+        self.refresh_bindings()
+        self.show_status()
         self.show_baselines()
         editor = self.query_one(Editor)
         if editor.text:
@@ -271,53 +304,48 @@ class WorkbenchApp(App):
     @work(thread=True, exclusive=True, group="baselines", exit_on_error=False)
     def show_baselines(self) -> None:
         p = self.params
-        views = {m: self.api.allocation(m, p.sparsity, p.metric, status=self.status) for m in ("uniform", "owl")}
-        self.call_from_thread(self._plot_baselines, views)
+        views = {m: self.api.allocation(m, p.sparsity, p.metric) for m in ("uniform", "owl")}
+        importance = self.api.importance(p.metric)
+        self.call_from_thread(self._plot_baselines, views, importance)
         self.status("ready: s starts a search, e opens the editor, ? lists every key")
 
-    def _plot_baselines(self, views: dict[str, AllocationView]) -> None:
+    def _plot_baselines(self, views: dict[str, AllocationView], importance: dict[str, tuple[float, ...]]) -> None:
         dash = self.query_one(Dashboard)
         for name, view in views.items():
             dash.show_allocation(name, view)
+        for name, values in importance.items():
+            dash.show_importance(name, values)
 
-    def set_structured_state(self, state: str) -> None:
-        self.structured_state = state
-        self.refresh_bindings()
-        self.show_structured_status()
-
-    def show_structured_status(self, detail: str = "") -> None:
+    def show_structured_status(self, detail: str | None = None) -> None:
+        """The structured pane's status: its search's state, best KL, and the latest detail line."""
+        if detail is not None:
+            self.structured_detail = detail
         best = f" | best KL {self.structured_best:.5f}" if self.structured_best is not None else ""
         for pane in self.query(Structured):
-            pane.set_status(f"structured search: {self.structured_state}{best}\n{detail}")
+            pane.set_status(f"structured search: {self.structured_state}{best}\n{self.structured_detail}")
 
     @on(StructuredStartRequested)
     def _structured_start(self, message: StructuredStartRequested) -> None:
         if self.info is None:
             self.notify("the model is still loading", severity="warning")
-        elif searching(self.controller):
-            self.notify("a DSA search is running: stop it first (t on the dashboard)", severity="warning")
-        elif searching(self.structured_controller) or self.structured_state == "preparing":
-            self.notify("the structured search is already running", severity="warning")
-        else:
-            self.set_structured_state("preparing")
-            self.start_structured_worker(message.params)
+            return
+        if not allows(self.structured_state, "start"):
+            return
 
-    @work(thread=True, exclusive=True, group="structured", exit_on_error=False)
-    def start_structured_worker(self, params: StructuredParams) -> None:
         def status(text: str) -> None:
-            self.call_from_thread(self.show_structured_status, text)
+            self.post_message(StatusChanged(text, structured=True))
+
+        def progress(stage: str, done: int, total: int) -> None:
+            self.post_message(StatusChanged(describe_progress(stage, done, total), structured=True))
+
         try:
             controller, info = self.api.start_structured(
-                params, lambda event: self.post_message(EngineEvent(event, structured=True)), status)
-        except ValueError:
-            self.call_from_thread(self.set_structured_state, "idle")
-            raise
-        self.call_from_thread(self._structured_started, controller, info)
-
-    def _structured_started(self, controller, info) -> None:
+                message.params, lambda event: self.post_message(EngineEvent(event, structured=True)), status, progress)
+        except ValueError as exc:
+            self.notify(str(exc), title="structured search", severity="error", timeout=10)
+            return
         self.structured_controller = controller
         self.query_one(Structured).set_levels(Levels(info.heads, info.mlp_levels), info.stages, info.offspring)
-        self.set_structured_state("running")
         self.show_structured_status(f"run folder {info.run}: {info.note}")
 
     @on(StructuredExportRequested)
@@ -330,21 +358,6 @@ class WorkbenchApp(App):
         self.call_from_thread(self.show_structured_status, f"exported: {path}")
         self.call_from_thread(self.notify, f"exported the smaller model to {path}")
 
-    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def start_search_worker(self) -> None:
-        try:
-            controller = self.api.start_search(self.params, list(self.seeds), self.engine_event, self.status)
-        except ValueError:
-            self.call_from_thread(self.set_search_state, "idle")
-            raise
-        self.call_from_thread(self._search_started, controller)
-
-    def _search_started(self, controller) -> None:
-        self.controller = controller
-        self.seeds = []
-        self.set_search_state("running")
-        self.status_text = f"searching: run folder {self.params.run}"
-
     def engine_event(self, event) -> None:
         """Called in the search thread: hand the event to the UI thread as a message."""
         self.post_message(EngineEvent(event))
@@ -356,7 +369,7 @@ class WorkbenchApp(App):
             return  # previewed again once the model is loaded
         p = self.params
         try:
-            view, error = self.api.allocation(message.text, p.sparsity, p.metric, status=self.status), None
+            view, error = self.api.allocation(message.text, p.sparsity, p.metric), None
         except ValueError as exc:
             view, error = None, str(exc)
         self.post_message(PreviewReady(message.text, view, error))
@@ -401,12 +414,15 @@ class WorkbenchApp(App):
             self.notify(message, title=f"{event.worker.group} failed", severity="error", timeout=10)
             if event.worker.group == "load":
                 self.status_text = f"could not load the model: {message}"
-                self.set_search_state("idle")
+                self.show_status()
 
     # -- results -------------------------------------------------------------------------------
     @on(StatusChanged)
     def _status(self, message: StatusChanged) -> None:
-        self.status_text = message.text
+        if message.structured:
+            self.show_structured_status(message.text)
+        else:
+            self.status_text = message.text
 
     @on(PreviewReady)
     def _preview_ready(self, message: PreviewReady) -> None:
@@ -451,18 +467,23 @@ class WorkbenchApp(App):
                 "best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
 
     def _structured_event(self, event) -> None:
-        from engine.search import events as ev
-
         pane = self.query_one(Structured)
-        if isinstance(event, ev.CandidateStarted):
+        if isinstance(event, ev.StateChanged):
+            self.structured_state = event.state
+            if event.state == "stopped":
+                self.show_structured_status(f"stopped after {event.evaluated} evaluations; " +
+                                            ("s resumes from the checkpoint" if event.resumable else "nothing was written"))
+            elif event.state == "failed":
+                self.show_structured_status(f"failed: {event.message}")
+                self.notify(event.message, title="structured search failed", severity="error", timeout=10)
+        elif isinstance(event, ev.CandidateStarted):
             self.show_structured_status(f"generation {event.generation}: scoring candidate {event.index + 1}")
-        elif isinstance(event, ev.CandidateScored):
+        elif isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
             pane.candidate_scored(c.stage, c.text, c.fitness)
-            self.show_structured_status(f"generation {c.generation}, stage {c.stage + 1}: KL {c.fitness:.5f} "
+            result = f"KL {c.fitness:.5f}" if c.scored else f"rejected: {c.reason}"
+            self.show_structured_status(f"generation {c.generation}, stage {c.stage + 1}: {result} "
                                         f"in {c.seconds:.1f} s")
-            if self.structured_state == "stepping" and self.structured_controller.control.paused:
-                self.set_structured_state("paused")
         elif isinstance(event, ev.StageDone):
             self.show_structured_status(f"generation {event.generation}, stage {event.stage + 1} done: "
                                         f"{event.scored} -> {event.survivors}, best KL {event.best:.5f}")
@@ -471,24 +492,27 @@ class WorkbenchApp(App):
             pane.show_structure("best", event.candidate.text)
         elif isinstance(event, ev.GenerationDone):
             pane.new_generation()
-        elif isinstance(event, ev.SearchStoppedEvent):
-            self.set_structured_state("stopped")
-            self.show_structured_status(f"stopped after {event.evaluated} evaluations; s resumes from the checkpoint")
         elif isinstance(event, ev.SearchFinished):
-            self.set_structured_state("finished")
             held = ", ".join(f"{k}: {v:.2f}" for k, v in event.held_out.items())
             self.show_structured_status(f"finished; held-out perplexity without fine-tune: {held}")
-        elif isinstance(event, ev.SearchError):
-            self.set_structured_state("stopped")
-            self.notify(event.message, title="structured search failed", severity="error", timeout=10)
 
     @on(EngineEvent)
     def _engine_event(self, message: EngineEvent) -> None:
-        from engine.search import events as ev
-
         event = message.event
         if message.structured:
             self._structured_event(event)
+        elif isinstance(event, ev.StateChanged):
+            self.search_state = event.state
+            if event.state == "stopped":
+                self.status_text = (f"stopped after {event.evaluated} candidates; s resumes from the checkpoint"
+                                    if event.resumable else "stopped before the search started; nothing was written")
+                self.params = replace(self.params, resume=event.resumable)
+            elif event.state == "finished":
+                self.params = replace(self.params, resume=False)
+            elif event.state == "failed":
+                self.status_text = f"search failed: {event.message}"
+                self.params = replace(self.params, resume=event.resumable)
+                self.notify(event.message, title="search failed", severity="error", timeout=10)
         elif isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
             cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason)
@@ -497,8 +521,6 @@ class WorkbenchApp(App):
                 self._add_candidate(cand)
             self.status_text = (f"candidate {c.index + 1} (generation {c.generation}): "
                                 + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + f" | {c.text}")
-            if self.search_state == "stepping" and self.controller.control.paused:
-                self.set_search_state("paused")
         elif isinstance(event, ev.CandidateStarted):
             self.status_text = f"evaluating candidate {event.index + 1}: {event.text}"
         elif isinstance(event, ev.GenerationDone) and event.best is not None:
@@ -506,22 +528,10 @@ class WorkbenchApp(App):
             self.best_curve.append(event.best)
             self.median_curve.append(event.median)
             self.query_one(Dashboard).show_fitness(self.generations, self.best_curve, self.median_curve)
-        elif isinstance(event, ev.SearchStoppedEvent):
-            self.set_search_state("stopped")
-            self.status_text = f"stopped after {event.evaluated} candidates; s resumes from the checkpoint"
-            self.params = replace(self.params, resume=True)
         elif isinstance(event, ev.SearchFinished):
-            self.set_search_state("finished")
             held = ", ".join(f"{k}: {v:.2f}" for k, v in event.held_out.items())
             self.status_text = f"search finished; held-out perplexity: {held}"
-            self.params = replace(self.params, resume=False)
-        elif isinstance(event, ev.SearchError):
-            self.set_search_state("stopped")
-            self.notify(event.message, title="search failed", severity="error", timeout=10)
-
-
-def searching(controller) -> bool:
-    return controller is not None and controller.running
+        self.show_status()
 
 
 def make_app(config: AppConfig | None = None, api=None) -> WorkbenchApp:

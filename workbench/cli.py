@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
+                            DEFAULT_OFFSPRING, DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SPARSITY, DEFAULT_STAGES,
+                            DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, EXPORT_DTYPES, EXPORT_FORMATS, FITNESS,
+                            METHODS, METRICS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 
@@ -49,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "comparison and export. Press ? inside for every key.")
     _model_args(tui)
     _data_args(tui, fitness=True)
-    tui.add_argument("--sparsity", type=float, default=0.7, help="initial target sparsity (default 0.7)")
-    tui.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
-    tui.add_argument("--run", default="runs/search", help="run folder for searches (default runs/search)")
+    tui.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY,
+                     help=f"initial target sparsity (default {DEFAULT_SPARSITY})")
+    tui.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    tui.add_argument("--run", default=DEFAULT_RUN, help=f"run folder for searches (default {DEFAULT_RUN})")
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
                            description="Calibrate, allocate sparsity per block, prune, evaluate and save "
@@ -67,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output folder (a loadable Hugging Face model folder)")
         p.add_argument("--force", action="store_true", help="replace an existing output folder")
         p.add_argument("--no-eval", action="store_true", help="skip perplexity before and after pruning")
-        p.add_argument("--out-dtype", default="keep", choices=("keep", "float16", "bfloat16"),
+        p.add_argument("--out-dtype", default="keep", choices=EXPORT_DTYPES,
                        help="dtype of the saved tensors (default: keep the model's)")
         p.add_argument("--shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
         p.add_argument("--no-verify", action="store_true", help="skip the reload check after writing")
-        p.add_argument("--format", default="dense", choices=("dense", "compressed-tensors"),
+        p.add_argument("--format", default="dense", choices=EXPORT_FORMATS,
                        help="dense safetensors (default), or the compressed-tensors sparse layout: bitmask, "
                             "2:4 bitmask with --pattern 2:4 (needs pip install 'dsa-workbench[sparse]')")
         _output_args(p)
@@ -98,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(al)
     _data_args(al)
     al.add_argument("--sparsity", type=float, required=True, help="target mean sparsity, e.g. 0.7")
-    al.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"),
-                    help="metric whose scores the allocations read (default: wanda)")
+    al.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS,
+                    help=f"metric whose scores the allocations read (default: {DEFAULT_METRIC})")
     al.add_argument("--function", action="append", default=[], metavar="TEXT",
                     help="an extra allocation function, e.g. 'abslog | var | atan, asin' (repeatable)")
     _output_args(al)
@@ -114,13 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(se, fitness=True)
     g = se.add_argument_group("search")
     g.add_argument("--sparsity", type=float, help="target mean sparsity, e.g. 0.7")
-    g.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"))
-    g.add_argument("--fitness", default="ppl", choices=("ppl", "kl"),
-                   help="perplexity on the fitness split, or KL to the dense model there (default ppl)")
-    g.add_argument("--strategy", default="evolution", choices=("evolution", "random"),
+    g.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    g.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS,
+                   help=f"perplexity on the fitness split, or KL to the dense model there (default {DEFAULT_FITNESS})")
+    g.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
                    help="evolution, or the random-search baseline with the same budget")
-    g.add_argument("--generations", type=int, default=30, help="generations (default 30)")
-    g.add_argument("--population", type=int, default=24, help="candidates per generation (default 24)")
+    g.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
+                   help=f"generations (default {DEFAULT_GENERATIONS})")
+    g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
+                   help=f"candidates per generation (default {DEFAULT_POPULATION})")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
     g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
                    help="a function to place in the first population (repeatable)")
@@ -147,9 +152,9 @@ def _structured_parser(sub) -> None:
     db.add_argument("--run", required=True, help="run folder (created)")
     _model_args(db, remote_code=False)  # Llama only: no remote code to allow
     _data_args(db)
-    db.add_argument("--mlp-levels", type=int, default=10,
-                    help="MLP levels: level L removes L/N of a block's neurons (default 10); attention has one "
-                         "level per head")
+    db.add_argument("--mlp-levels", type=int, default=DEFAULT_MLP_LEVELS,
+                    help=f"MLP levels: level L removes L/N of a block's neurons (default {DEFAULT_MLP_LEVELS}); "
+                         "attention has one level per head")
     _output_args(db)
 
     se = steps.add_parser("search", help="evolutionary search over per-block levels, pausable and resumable",
@@ -162,13 +167,16 @@ def _structured_parser(sub) -> None:
     g = se.add_argument_group("search")
     g.add_argument("--target-params", type=float, default=None,
                    help="fraction of the decoder's linear parameters to keep, e.g. 0.5")
-    g.add_argument("--generations", type=int, default=50, help="generations (default 50)")
-    g.add_argument("--offspring", type=int, default=16, help="mutants per generation (default 16)")
-    g.add_argument("--stages", default=None, metavar="S:F:T,...",
+    g.add_argument("--generations", type=int, default=DEFAULT_STRUCTURED_GENERATIONS,
+                   help=f"generations (default {DEFAULT_STRUCTURED_GENERATIONS})")
+    g.add_argument("--offspring", type=int, default=DEFAULT_OFFSPRING,
+                   help=f"mutants per generation (default {DEFAULT_OFFSPRING})")
+    g.add_argument("--stages", default=DEFAULT_STAGES, metavar="S:F:T,...",
                    help="selection stages, each SURVIVORS:FINETUNE_TOKENS:FITNESS_TOKENS; survivors fall to 1 "
-                        "(default 8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192)")
+                        f"(default {DEFAULT_STAGES})")
     g.add_argument("--one-shot", action="store_true", help="no fine-tune before scoring (the ablation)")
-    g.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate of the stage fine-tunes (default 1e-5)")
+    g.add_argument("--lr", type=float, default=DEFAULT_LR,
+                   help=f"AdamW learning rate of the stage fine-tunes (default {DEFAULT_LR:g})")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the mutations (default 0)")
     _device_args(se)
     _output_args(se)
@@ -185,7 +193,8 @@ def _structured_parser(sub) -> None:
                        help="the uniform levels keeping this fraction of decoder parameters")
     ex.add_argument("--finetune-tokens", type=int, default=0,
                     help="fine-tune on this many training tokens before saving (default 0: none)")
-    ex.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate of that fine-tune (default 1e-5)")
+    ex.add_argument("--lr", type=float, default=DEFAULT_LR,
+                    help=f"AdamW learning rate of that fine-tune (default {DEFAULT_LR:g})")
     ex.add_argument("--force", action="store_true", help="replace an existing output folder")
     ex.add_argument("--no-eval", action="store_true", help="skip the held-out perplexity")
     ex.add_argument("--no-verify", action="store_true", help="skip the reload check after writing")
@@ -231,11 +240,11 @@ def _data_args(p, fitness: bool = False) -> None:
 
 def _prune_args(p) -> None:
     g = p.add_argument_group("pruning")
-    g.add_argument("--metric", default="wanda", choices=("magnitude", "wanda", "sparsegpt"),
-                   help="element-wise metric (default: wanda)")
+    g.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS,
+                   help=f"element-wise metric (default: {DEFAULT_METRIC})")
     g.add_argument("--allocation", default="uniform",
-                   help="uniform, owl, global, er, er-plus, alpha, dsa (the published function), or a function "
-                        "text such as 'abslog | var | atan, asin | lam=0.08' (default: uniform)")
+                   help=f"{', '.join(METHODS)} (dsa: the published function), or a function text such as "
+                        "'abslog | var | atan, asin | lam=0.08' (default: uniform)")
     g.add_argument("--sparsity", type=float, default=None, help="target mean sparsity in (0, 1), e.g. 0.7")
     g.add_argument("--pattern", default=None,
                    help="N:M semi-structured pattern such as 2:4 or 4:8 (sets the sparsity to N/M, uniform)")
@@ -244,19 +253,6 @@ def _prune_args(p) -> None:
 def _output_args(p) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
-
-
-def print_result(args, result: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(result, indent=2, default=_jsonable))
-    else:
-        print(text)
-
-
-def _jsonable(obj):
-    if hasattr(obj, "__dataclass_fields__"):
-        return asdict(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":

@@ -6,20 +6,18 @@ from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
 
-from engine.allocation import METHODS, canonical_method
+from engine.allocation import canonical_method
 from engine.allocation.mapping import check_target
+from engine.choices import METHODS, RECIPE_FORMAT, STRUCTURED_RECIPE_FORMAT
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference
+from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.loading import load_model
 from engine.metrics import parse_pattern
-from engine.export import export_pruned, read_recipe_file, replay_recipe
-from engine.recipe import RECIPE_FORMAT
-from engine.structured.export import RECIPE_FORMAT as STRUCTURED_RECIPE_FORMAT
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
-from engine.data_config import DataConfig
 from engine.session import Session
-from workbench.cli import print_result
-from workbench.console import ProgressBars
+from workbench.console import ProgressBars, print_result
+from workbench.options import data_config
 
 transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
@@ -39,15 +37,6 @@ def run(args) -> int:
     return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
-def data_config(args) -> DataConfig:
-    flags = ("seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size")
-    values = {f: getattr(args, f) for f in flags if hasattr(args, f)}
-    for flag, value in values.items():
-        if value < 1:
-            raise WorkbenchError(f"--{flag.replace('_', '-')} must be positive (got {value})")
-    return DataConfig(corpus=args.corpus, seed=args.seed, **values)
-
-
 def open_session(args, source: str | None, bars: ProgressBars) -> Session:
     loaded = load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
                         status=bars.status)
@@ -64,10 +53,11 @@ def prune(args) -> int:
                              **options)
         return report_export(args, done, "replayed " + args.recipe)
     if getattr(args, "from_run", None):
-        from engine.search import RunStore, SearchSettings
+        from engine.search.start import stored_settings
+        from engine.search.store import RunStore
 
         store = RunStore(args.from_run)
-        settings = SearchSettings.from_json(store.settings())
+        settings = stored_settings(store)
         best = (store.load_state(repair=False) or {}).get("best")
         if best is None:
             raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
@@ -170,5 +160,6 @@ def tui(args) -> int:
 
     params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run)
     api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device)
-    make_app(AppConfig(params=params), api).run()
-    return 0
+    app = make_app(AppConfig(params=params), api)
+    app.run()
+    return app.return_code or 0  # 1 after an unhandled error inside the app

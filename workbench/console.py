@@ -1,10 +1,26 @@
-"""Terminal output for headless commands: progress bars and status lines on stderr."""
+"""Terminal output for headless commands: progress bars and status lines on stderr, results on stdout."""
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 
 from tqdm import tqdm
+
+
+def print_result(args, result: dict, text: str) -> None:
+    """The command's result: `text` for people, or with --json the `result` for scripts."""
+    if args.json:
+        print(json.dumps(result, indent=2, default=_jsonable))
+    else:
+        print(text)
+
+
+def _jsonable(obj):
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 class ProgressBars:
@@ -21,7 +37,9 @@ class ProgressBars:
         if stage != self._stage or self._bar is None:
             self.close()
             self._stage = stage
-            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True)
+            unit = "tok" if stage == "calibration" else "it"  # calibration counts tokens
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False, dynamic_ncols=True, unit=unit,
+                             unit_scale=unit == "tok")
         self._bar.update(done - self._bar.n)
         if done >= total:
             self.close()

@@ -1,7 +1,8 @@
-"""The small API the TUI's panes and workers use: blocking calls on one loaded model.
+"""The small API the TUI's panes and workers use: calls on one loaded model.
 
-Every call that runs torch work is made from a thread worker in the App; user errors come back as
-ValueError with a one-line message."""
+Every call that runs torch work is made from a thread worker in the App; the searches run in their
+controllers' own threads and report through events. User errors come back as ValueError with a
+one-line message."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.export import export_pruned
 from engine.loading import load_model
-from engine.search import SearchController, SearchSettings, open_search
+from engine.progress import Progress, no_progress
+from engine.search.controller import SearchController
+from engine.search.search import SearchSettings
+from engine.search.start import search_controller
 from engine.session import Session
 from engine.structured.export import export_structure
-from engine.structured.run import (RunSource, StructuredRun, build_run_database, open_structured_search,
-                                   open_workspace)
+from engine.structured.run import RunSource, StructuredRun, open_workspace, structured_controller
 from engine.structured.search import StructuredSettings, parse_stages
-from engine.structured.structure import Structure
+from engine.structured.structure import Shapes, Structure
 from screens.messages import AllocationView
 from screens.settings import SearchParams
 from screens.structured import StructuredParams
@@ -70,15 +73,17 @@ class EngineAPI:
         self.dtype = dtype
         self.device = device
         self.session: Session | None = None
+        self.searches: list[SearchController] = []
 
     @user_errors
-    def load(self, status: Callable[[str], None]) -> ModelInfo:
+    def load(self, status: Callable[[str], None], progress: Progress = no_progress) -> ModelInfo:
+        """Load the model; `progress` hears of later long work on it (calibration, in tokens)."""
         loaded = load_model(self.model_source, dtype=self.dtype, device=self.device, status=status)
         cores = os.cpu_count() or 1
         if loaded.device.type == "cpu" and cores > 1:
             torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once
         gc.freeze()  # the model's many objects leave the GC's scans, which otherwise stall the UI thread
-        self.session = Session(loaded, self.data)
+        self.session = Session(loaded, self.data, progress=progress)
         return ModelInfo(loaded.label, str(loaded.device), str(loaded.dtype).removeprefix("torch."),
                          len(self.session.blocks))
 
@@ -96,15 +101,21 @@ class EngineAPI:
         return str(AllocationFunction(**fields))
 
     @user_errors
-    def allocation(self, method: str, sparsity: float, metric: str, status=lambda m: None) -> AllocationView:
-        """Per-block ratios of a method or function: no model forward (block samples are cached)."""
+    def allocation(self, method: str, sparsity: float, metric: str) -> AllocationView:
+        """Per-block ratios of a method or function: no model forward once the block samples are cached
+        (the first call calibrates, reporting to the load's `progress`)."""
         session = self._session()
         if not session.has_allocation_inputs(metric):
-            status("calibrating (once)…")
             with session.lock:
                 session.allocation_inputs(metric).samples  # noqa: B018
         a = session.allocate(method, sparsity, metric)
         return AllocationView(a.method, a.target, a.block_ratios, a.block_values)
+
+    @user_errors
+    def importance(self, metric: str) -> dict[str, tuple[float, ...]]:
+        """The model's own per-block importance: mean element score and OWL's outlier fraction."""
+        inputs = self._session().allocation_inputs(metric)
+        return {"mean score": tuple(inputs.mean_scores), "outliers": tuple(inputs.outlier_fractions)}
 
     @user_errors
     def fitness(self, text: str, sparsity: float, metric: str) -> tuple[float, AllocationView]:
@@ -117,17 +128,19 @@ class EngineAPI:
         return self._session().score(method, sparsity, metric, "evaluation")[1]
 
     @user_errors
-    def start_search(self, params: SearchParams, seeds: list[str], on_event, status) -> SearchController:
-        """Open (or resume) a search on the loaded model and start it in its own thread."""
+    def start_search(self, params: SearchParams, seeds: list[str], on_event, status,
+                     progress: Progress = no_progress) -> SearchController:
+        """Open (or resume) a search on the loaded model and start it: it prepares its caches in its own
+        thread, announcing every state through `on_event`."""
         session = self._session()
+        self._one_search_at_a_time()
         settings = None if params.resume else SearchSettings(
             sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
             population=params.population, generations=params.generations, seeds=tuple(seeds),
             model=session.loaded.source, data=self.data)
-        search = open_search(params.run, settings, session=session, on_event=on_event, status=status)
-        controller = SearchController(search)
-        controller.start()
-        return controller
+        controller = search_controller(params.run, settings, session=session, on_event=on_event, progress=progress,
+                                       status=status)
+        return self._started(controller)
 
     @user_errors
     def export(self, method: str, sparsity: float, metric: str, out: str, sparse_format: str, dtype: str,
@@ -137,26 +150,36 @@ class EngineAPI:
         return str(done.path)
 
     @user_errors
-    def start_structured(self, params: StructuredParams, on_event, status) -> tuple[SearchController, StructuredInfo]:
-        """Build the run's level database if it has none, then start a new search or resume the stored one."""
+    def start_structured(self, params: StructuredParams, on_event, status,
+                         progress: Progress = no_progress) -> tuple[SearchController, StructuredInfo]:
+        """Start a new structured search or resume the stored one; its thread builds the run's level
+        database first when the run has none."""
         session = self._session()
+        self._one_search_at_a_time()
         run = StructuredRun(params.run)
-        built = run.has_database
-        build_run_database(params.run, RunSource(session.loaded.source, self.data), session=session, status=status,
-                           progress=lambda stage, done, total: status(f"{stage}: {done}/{total}"))
         resume = run.store.exists
         settings = None if resume else StructuredSettings(
             target=params.target, generations=params.generations, offspring=params.offspring,
             stages=parse_stages(params.stages), one_shot=params.one_shot, lr=params.lr)
-        workspace = open_workspace(params.run, session=session, lr=params.lr)
-        search = open_structured_search(params.run, settings, workspace=workspace, on_event=on_event)
-        controller = SearchController(search)
+        source = RunSource(session.loaded.source, self.data)
+        controller = structured_controller(params.run, settings, source=source, session=session, on_event=on_event,
+                                           progress=progress, status=status)
+        active = settings or StructuredSettings.from_json(run.store.settings())
+        shapes = Shapes.of(session.model.config, source.mlp_levels)
+        stages = [(st.survivors, active.finetune_tokens(i), st.fitness_tokens) for i, st in enumerate(active.stages)]
+        note = ("resuming the stored search" if resume else "new search") + \
+            ("" if run.has_database else "; building the level database first")
+        return self._started(controller), StructuredInfo(params.run, shapes.heads, shapes.mlp_levels,
+                                                         active.offspring, stages, note)
+
+    def _one_search_at_a_time(self) -> None:
+        if any(c.running for c in self.searches):
+            raise WorkbenchError("a search is still running: stop it first (t)")
+
+    def _started(self, controller: SearchController) -> SearchController:
+        self.searches = [c for c in self.searches if c.running] + [controller]
         controller.start()
-        settings = search.settings
-        stages = [(st.survivors, settings.finetune_tokens(i), st.fitness_tokens) for i, st in enumerate(settings.stages)]
-        note = ("resumed the stored search" if resume else "new search") + ("" if built else "; level database built")
-        return controller, StructuredInfo(params.run, search.shapes.heads, search.shapes.mlp_levels,
-                                          settings.offspring, stages, note)
+        return controller
 
     @user_errors
     def export_structured(self, run: str, out: str, finetune_tokens: int, lr: float, force: bool, progress) -> str:

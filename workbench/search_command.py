@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
-
-import torch
 
 from engine.errors import WorkbenchError
-from engine.search import SearchController, SearchSettings, open_search
 from engine.search import events as ev
-from workbench.cli import print_result
-from workbench.commands import data_config
-from workbench.console import ProgressBars
-
-
-def devices(spec: str | None) -> list[str] | None:
-    if spec is None:
-        return None
-    if spec == "all":
-        if not torch.cuda.is_available():
-            raise WorkbenchError("--devices all: no CUDA device is visible")
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return [d.strip() for d in spec.split(",") if d.strip()]
+from engine.search.controller import SearchController
+from engine.search.search import SearchSettings
+from engine.search.start import search_controller, stored_settings
+from workbench.console import ProgressBars, print_result
+from workbench.options import data_config, devices
 
 
 def settings_from(args) -> SearchSettings:
@@ -37,11 +25,10 @@ def settings_from(args) -> SearchSettings:
 class EventPrinter:
     """One progress line per candidate on stderr; generation summaries on their own lines."""
 
-    def __init__(self, settings_total: int, quiet: bool):
-        self.total = settings_total
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
         self.quiet = quiet
         self.best: ev.Candidate | None = None
-        self.started = time.monotonic()
 
     def __call__(self, event) -> None:
         if self.quiet:
@@ -59,8 +46,6 @@ class EventPrinter:
             best = f"{event.best:.3f}" if event.best is not None else "-"
             print(f"== generation {event.generation} done: best {best}, median {med}, {event.scored} scored, "
                   f"{event.rejected} rejected", file=sys.stderr, flush=True)
-        elif isinstance(event, ev.SearchError):
-            print(f"search error: {event.message}", file=sys.stderr, flush=True)
 
 
 def run_in_foreground(controller: SearchController, bars: ProgressBars, args, run: str, resume: str) -> int | None:
@@ -86,13 +71,17 @@ def run_in_foreground(controller: SearchController, bars: ProgressBars, args, ru
             pass
     finally:
         signal.signal(signal.SIGINT, previous)
-    if controller.error is not None:
+    if controller.error is not None:  # the state is "failed": main prints it as one line
         raise controller.error
-    if controller.result is not None:
+    if controller.state == "finished":
         return None
-    evaluated = controller.search.state["evaluated"]
-    print_result(args, {"run": run, "stopped": True, "evaluated": evaluated},
-                 f"stopped after {evaluated} candidates; continue with `{resume}`")
+    if controller.store.exists:
+        evaluated = controller.evaluated
+        print_result(args, {"run": run, "stopped": True, "evaluated": evaluated},
+                     f"stopped after {evaluated} candidates; continue with `{resume}`")
+    else:
+        print_result(args, {"run": run, "stopped": True, "evaluated": 0},
+                     "stopped before the search started: nothing was written")
     return 130 if interrupts else 0
 
 
@@ -102,12 +91,11 @@ def search(args) -> int:
     settings = None if args.resume else settings_from(args)
     bars = ProgressBars(not args.quiet)
     run = args.resume or args.run
-    total = (settings.population * settings.generations) if settings else None
-    printer = EventPrinter(total or 0, args.quiet)
-    search_ = open_search(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
-                          status=bars.status)
-    printer.total = search_.settings.population * search_.settings.generations
-    controller = SearchController(search_)
+    printer = EventPrinter(0, args.quiet)
+    controller = search_controller(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
+                                   progress=bars, status=bars.status)
+    active = settings or stored_settings(controller.store)
+    printer.total = active.population * active.generations
     stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
     if stopped is not None:
         return stopped

@@ -6,16 +6,13 @@ import sys
 
 from engine.errors import WorkbenchError
 from engine.saving import folder_bytes
-from engine.search import SearchController
 from engine.search import events as ev
 from engine.structured.export import export_structure
-from engine.structured.run import (RunSource, StructuredRun, build_run_database, open_structured_search,
-                                   open_workspace)
-from engine.structured.search import DEFAULT_STAGES, StructuredSettings, parse_stages
+from engine.structured.run import RunSource, StructuredRun, build_run_database, open_workspace, structured_controller
+from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Structure, uniform
-from workbench.cli import print_result
-from workbench.commands import data_config
-from workbench.console import ProgressBars
+from workbench.console import ProgressBars, print_result
+from workbench.options import data_config
 from workbench.search_command import run_in_foreground
 
 
@@ -50,12 +47,14 @@ class StructuredPrinter:
             c = event.candidate
             print(f"[{c.index + 1}] gen {c.generation} stage {c.stage + 1} {c.seconds:.1f}s KL {c.fitness:.5f} "
                   f"| kept {sum(c.ratios) / max(1, len(c.ratios)):.3f} | {c.text}", file=sys.stderr, flush=True)
+        elif isinstance(event, ev.CandidateRejected):
+            c = event.candidate
+            print(f"[{c.index + 1}] gen {c.generation} stage {c.stage + 1} {c.seconds:.1f}s rejected: {c.reason} "
+                  f"| {c.text}", file=sys.stderr, flush=True)
         elif isinstance(event, ev.StageDone):
             print(f"== gen {event.generation} stage {event.stage + 1}: {event.scored} scored -> {event.survivors} "
                   f"survive ({event.finetune_tokens} fine-tune / {event.fitness_tokens} fitness tokens), "
                   f"best KL {event.best:.5f}", file=sys.stderr, flush=True)
-        elif isinstance(event, ev.SearchError):
-            print(f"search error: {event.message}", file=sys.stderr, flush=True)
 
 
 def search(args) -> int:
@@ -65,16 +64,17 @@ def search(args) -> int:
         if args.target_params is None:
             raise WorkbenchError("--target-params is required for a new search (or --resume)")
         settings = StructuredSettings(target=args.target_params, generations=args.generations,
-                                      offspring=args.offspring, stages=parse_stages(args.stages or DEFAULT_STAGES),
+                                      offspring=args.offspring, stages=parse_stages(args.stages),
                                       one_shot=args.one_shot, lr=args.lr, seed=args.search_seed)
-    search_ = open_structured_search(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
-                                     device=args.device, progress=bars, status=bars.status)
-    controller = SearchController(search_)
+    controller = structured_controller(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
+                                       device=args.device, progress=bars, status=bars.status)
     stopped = run_in_foreground(controller, bars, args, args.run,
                                 f"dsa-workbench structured search --run {args.run} --resume")
     if stopped is not None:
         return stopped
     final = controller.result
+    if final.best is None:
+        raise WorkbenchError(f"every candidate of the search in {args.run} was rejected: see its candidates.jsonl")
     result = {"run": args.run, "best": final.best.text, "kl": final.best.fitness,
               "held_out_perplexity": final.held_out}
     lines = [f"best structure: {final.best.text}  (KL {final.best.fitness:.5f})",

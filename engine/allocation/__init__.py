@@ -1,8 +1,8 @@
 """Layer-wise sparsity allocations: the classic baselines and DSA allocation functions."""
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
-from engine.allocation.methods import (BASELINES, METHODS, Allocation, AllocationInputs, canonical_method,
+from engine.allocation.methods import (Allocation, AllocationInputs, canonical_method,
                                        compute_allocation)
 
-__all__ = ["PUBLISHED_DSA", "AllocationFunction", "BASELINES", "METHODS", "Allocation", "AllocationInputs",
+__all__ = ["PUBLISHED_DSA", "AllocationFunction", "Allocation", "AllocationInputs",
            "canonical_method", "compute_allocation"]

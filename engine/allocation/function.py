@@ -17,10 +17,9 @@ import torch
 from engine.allocation.mapping import spread_ratios
 from engine.allocation.ops import PRE_OPS, REDUCTIONS, TRANSFORMS
 from engine.allocation.samples import BlockSample
+from engine.choices import DEFAULT_LAM, MAX_LAM
 from engine.errors import InvalidFunctionError
 
-DEFAULT_LAM = 0.08
-MAX_LAM = 0.5
 _LEGACY = re.compile(r"^\s*\w+\s*:\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*(?:-\s*\((\s*\d*\s*)\))?\s*$")
 
 

@@ -12,6 +12,7 @@ from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.mapping import check_target, rebalance, solve_weighted_mean, spread_ratios
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
 from engine.architecture import Block, block_means
+from engine.choices import METHOD_ALIASES, METHODS
 from engine.errors import WorkbenchError
 
 OWL_M = 5.0
@@ -19,9 +20,6 @@ OWL_LAM = 0.08
 ALPHA_EPS = 0.2
 ER_PLUS_BOOST = 2.0
 
-BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
-METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
-METHOD_ALIASES = {"alphapruning": "alpha"}
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,23 @@ class AllocationInputs:
         return sample_blocks(self.blocks, self.scores, size=self.sample_size, seed=self.seed)
 
     @cached_property
-    def outlier_fractions(self) -> list[float]:
-        """OWL: per block, the fraction of scores above OWL_M times the block's mean score."""
-        out = []
+    def score_statistics(self) -> tuple[list[float], list[float]]:
+        """Per block, in one pass: the mean score, and (OWL) the fraction of scores above OWL_M times it."""
+        means, outliers = [], []
         for b in self.blocks:
             total = sum(self.scores(n).sum().item() for n in b.linears)
+            means.append(total / b.params)
             threshold = OWL_M * total / b.params
-            out.append(sum((self.scores(n) > threshold).sum().item() for n in b.linears) / b.params)
-        return out
+            outliers.append(sum((self.scores(n) > threshold).sum().item() for n in b.linears) / b.params)
+        return means, outliers
+
+    @property
+    def mean_scores(self) -> list[float]:
+        return self.score_statistics[0]
+
+    @property
+    def outlier_fractions(self) -> list[float]:
+        return self.score_statistics[1]
 
     @cached_property
     def alphas(self) -> list[float]:

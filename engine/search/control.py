@@ -1,10 +1,39 @@
-"""Pause / resume / stop / step for a running search, checked between forward batches."""
+"""The lifecycle of a search: its states, what each allows, and the Control that owns them.
+
+A search is in exactly one state, and the Control announces every change as a `StateChanged` event
+at the moment it happens: "paused" once the search thread has really stopped working (not when a
+pause was asked for), "running" or "stepping" once it works again, "stopping" as soon as a stop was
+asked for. Requests come from any thread; the search thread calls `checkpoint()` often (every
+forward batch) and `candidate_done()` after each candidate. Every transition and its event happen
+under one lock, so events arrive in the order the states changed. No torch: the screens read STATES
+and ACTIONS too.
+"""
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
-POLL_S = 0.05
+from engine.search.events import StateChanged
+
+STATES = ("idle", "preparing", "running", "paused", "stepping", "stopping", "stopped", "finished", "failed")
+ACTIONS = {  # what a user may ask for in each state
+    "idle": ("start",),
+    "preparing": ("stop",),
+    "running": ("pause", "step", "stop"),
+    "paused": ("resume", "step", "stop"),
+    "stepping": ("pause", "resume", "stop"),
+    "stopping": ("stop",),  # again: stop at once, dropping the candidate in flight
+    "stopped": ("start",),
+    "finished": ("start",),
+    "failed": ("start",),
+}
+ENDED = ("stopped", "finished", "failed")
+WAIT_S = 0.5  # a paused thread wakes at least this often (a lost wake-up cannot hang it)
+
+
+def allows(state: str, action: str) -> bool:
+    return action in ACTIONS.get(state, ())
 
 
 class SearchStopped(Exception):
@@ -12,60 +41,88 @@ class SearchStopped(Exception):
 
 
 class Control:
-    """Thread-safe flags the search checks often (every forward batch): no wait is without a timeout."""
+    """Pause / resume / step / stop requests and the search's state, shared by the threads."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._running = threading.Event()
-        self._running.set()
-        self._stop_now = threading.Event()
-        self._stop_after = threading.Event()
+    def __init__(self, emit: Callable[[StateChanged], None] = lambda e: None):
+        self._emit = emit
+        self._cond = threading.Condition()
+        self.state = "idle"
+        self._pause = False
         self._step = False
+        self._stop: str | None = None  # None, "after" (the candidate in flight) or "now"
 
-    # called from any thread
+    # -- requests, from any thread ------------------------------------------------------------------
     def pause(self) -> None:
-        self._running.clear()
+        with self._cond:
+            if allows(self.state, "pause"):
+                self._pause, self._step = True, False
 
     def resume(self) -> None:
-        with self._lock:
-            self._step = False
-        self._running.set()
+        with self._cond:
+            if allows(self.state, "resume"):
+                self._pause, self._step = False, False
+                if self.state == "stepping":
+                    self._set("running")  # already working: it simply will not pause after this candidate
+                self._cond.notify_all()
 
     def step(self) -> None:
-        """Run one candidate, then pause again."""
-        with self._lock:
-            self._step = True
-        self._running.set()
+        """One candidate, then pause."""
+        with self._cond:
+            if allows(self.state, "step"):
+                self._pause, self._step = False, True
+                if self.state == "running":
+                    self._set("stepping")
+                self._cond.notify_all()
 
     def stop(self, after_candidate: bool = False) -> None:
-        """Stop now (the candidate in flight is dropped and redone on resume) or after it."""
-        (self._stop_after if after_candidate else self._stop_now).set()
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop_now.is_set() or self._stop_after.is_set()
-
-    # called from the search thread
-    def checkpoint(self, *_progress) -> None:
-        """Raise SearchStopped if a stop was asked; wait here (polling) while paused.
-
-        Has the progress-callback signature so it can be passed as one."""
-        while True:
-            if self._stop_now.is_set():
-                raise SearchStopped()
-            if self._running.wait(POLL_S):
+        """Stop now (the candidate in flight is dropped and redone on resume) or after that candidate.
+        While preparing there is no candidate: the stop is immediate."""
+        with self._cond:
+            if not allows(self.state, "stop"):
                 return
+            now = not after_candidate or self.state == "preparing" or self._stop == "now"
+            self._stop = "now" if now else "after"
+            self._pause = self._step = False
+            self._set("stopping")
+            self._cond.notify_all()
+
+    # -- the search thread --------------------------------------------------------------------------
+    def checkpoint(self, *_progress) -> None:
+        """Raise SearchStopped if a stop (now) was asked; block while paused. Has the progress-callback
+        signature so it can be passed as one."""
+        with self._cond:
+            while True:
+                if self._stop == "now":
+                    raise SearchStopped()
+                if not self._pause:
+                    break
+                if self.state != "paused":
+                    self._set("paused")
+                self._cond.wait(WAIT_S)
+            if self.state == "paused":
+                self._set("stepping" if self._step else "running")
 
     def candidate_done(self) -> None:
-        """After each candidate: end a single step, or stop if asked to stop after this candidate."""
-        if self._stop_after.is_set():
-            raise SearchStopped()
-        with self._lock:
+        """After each candidate: stop if a stop was asked, or pause after a single step."""
+        with self._cond:
+            if self._stop:
+                raise SearchStopped()
             if self._step:
-                self._step = False
-                self._running.clear()
+                self._step, self._pause = False, True
+
+    # -- the controller ------------------------------------------------------------------------------
+    def enter(self, state: str, **details) -> None:
+        """preparing, running (raises SearchStopped if a stop came first), or an ended state."""
+        with self._cond:
+            if state == "running" and self._stop:
+                raise SearchStopped()
+            self._set(state, **details)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    def _set(self, state: str, **details) -> None:
+        if state != self.state or details:
+            self.state = state
+            self._emit(StateChanged(state, **details))

@@ -1,36 +1,56 @@
-"""Run a search in a background thread and drive it from any other thread."""
+"""Run a search in a background thread, from its preparation to its end, and drive it from any other.
+
+The thread prepares (loads the model, builds the caches: `prepare(control)` returns the search),
+opens the run folder, runs the loop and announces how it ended. Every state change is a
+`StateChanged` event from the Control, so the CLI and the TUI follow the same lifecycle:
+preparing -> running <-> paused / stepping -> stopping -> stopped | finished | failed.
+"""
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
-from engine.search.control import Control
-from engine.search.events import SearchError
+from engine.search.control import Control, SearchStopped
+from engine.search.core import CheckpointedSearch, describe
+from engine.search.store import RunStore
 
 
 class SearchController:
-    """Drives any search with `run(control)` and `on_event` (the DSA or the structured search)."""
-
-    def __init__(self, search):
-        self.search = search
-        self.control = Control()
-        self.result = None
+    def __init__(self, prepare: Callable[[Control], CheckpointedSearch], store: RunStore,
+                 on_event: Callable[[object], None]):
+        self.prepare = prepare
+        self.store = store
+        self.control = Control(on_event)
+        self.search: CheckpointedSearch | None = None
+        self.result = None  # the SearchFinished event, once finished
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the search was already started")
+        self.control.enter("preparing")
         self._thread = threading.Thread(target=self._run, name="dsa-search", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        end, message = "finished", ""
         try:
+            self.search = self.prepare(self.control)
+            self.control.checkpoint()
+            self.search.begin()  # the run folder appears only now, with its first checkpoint
+            self.control.enter("running")
             self.result = self.search.run(self.control)
-        except Exception as exc:  # reported as an event; the thread ends cleanly
+        except SearchStopped:
+            end = "stopped"
+        except Exception as exc:  # noqa: BLE001 - reported as the "failed" state; the thread ends cleanly
             self.error = exc
-            self.search.on_event(SearchError(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
+            end, message = "failed", describe(exc)
+        self.control.enter(end, evaluated=self.evaluated, resumable=end != "finished" and self.store.exists,
+                           message=message)
 
+    # -- requests (any thread) -------------------------------------------------------------------
     def pause(self) -> None:
         self.control.pause()
 
@@ -44,7 +64,21 @@ class SearchController:
         self.control.stop(after_candidate)
 
     @property
+    def state(self) -> str:
+        return self.control.state
+
+    @property
+    def evaluated(self) -> int:
+        """Candidates in the run's log so far (0 before its folder exists)."""
+        if self.search is not None and self.search.state is not None:
+            return self.search.state["evaluated"]
+        if self.store.exists:
+            return (self.store.load_state(repair=False) or {}).get("evaluated", 0)
+        return 0
+
+    @property
     def running(self) -> bool:
+        """The thread is alive (preparing, searching or ending)."""
         return self._thread is not None and self._thread.is_alive()
 
     def join(self, timeout: float) -> bool:

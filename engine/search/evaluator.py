@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from engine.choices import FITNESS
 from engine.errors import WorkbenchError
 from engine.progress import Progress
+from engine.search.core import Outcome, attempt
 from engine.session import Session
-
-FITNESS = ("ppl", "kl")
 
 
 class Evaluator(Protocol):
     workers: int
 
-    def evaluate(self, texts: list[str], check: Progress) -> list[tuple[float | None, tuple[float, ...], float, str | None]]:
-        """For each text: (fitness or None, block ratios, seconds, rejection reason or None).
+    def evaluate(self, texts: list[str], check: Progress) -> list[Outcome]:
+        """One outcome per text: its fitness and block ratios, or why it was rejected.
 
         `check` is called often (every forward batch) and may raise to abandon the batch."""
         ...
@@ -39,36 +37,35 @@ class SessionEvaluator:
         self.fitness = fitness
 
     def prepare(self, progress: Progress) -> None:
-        """Everything that does not depend on the candidate: calibration, samples, orders, references."""
+        """Everything that does not depend on the candidate: calibration, samples, orders, references.
+        `progress` is called often and may raise to abandon the preparation."""
         s = self.session
         with s.lock:
-            inputs = s.allocation_inputs(self.metric)
+            s.windows("fitness")
+            inputs = s.allocation_inputs(self.metric, progress=progress)
             inputs.samples  # noqa: B018 - computed once here
             s.prune(s.allocate("uniform", self.sparsity, self.metric), self.metric, progress=progress)
             if self.fitness == "kl":
-                s.dense_reference("fitness")
-            s.windows("fitness")
+                s.dense_reference("fitness", progress=progress)
 
-    def held_out(self, methods: list[str]) -> dict[str, float]:
+    def held_out(self, methods: list[str], check: Progress) -> dict[str, float]:
         """Perplexity on the evaluation split (never seen by the search) for each method or text."""
-        return {m: self.session.score(m, self.sparsity, self.metric, "evaluation")[1] for m in methods}
+        return {m: self.session.score(m, self.sparsity, self.metric, "evaluation", progress=check)[1]
+                for m in methods}
 
     def evaluate(self, texts, check):
         return [self.evaluate_one(t, check) for t in texts]
 
-    def evaluate_one(self, text: str, check: Progress):
-        start = time.perf_counter()
-        try:
-            allocation = self.session.allocate(text, self.sparsity, self.metric)
-            with self.session.lock:
-                self.session.prune(allocation, self.metric, progress=check)
-                score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
-                         else self.session.kl("fitness", progress=check))
-        except WorkbenchError as exc:
-            return None, (), time.perf_counter() - start, str(exc)
-        if not math.isfinite(score):
-            return None, allocation.block_ratios, time.perf_counter() - start, f"fitness is {score}"
-        return score, allocation.block_ratios, time.perf_counter() - start, None
+    def evaluate_one(self, text: str, check: Progress) -> Outcome:
+        return attempt(lambda: self.score(text, check))
+
+    def score(self, text: str, check: Progress) -> tuple[float, tuple[float, ...]]:
+        allocation = self.session.allocate(text, self.sparsity, self.metric)
+        with self.session.lock:
+            self.session.prune(allocation, self.metric, progress=check)
+            score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
+                     else self.session.kl("fitness", progress=check))
+        return score, allocation.block_ratios
 
 
 class ParallelEvaluator:

@@ -1,4 +1,6 @@
-"""Events a search emits, as frozen records (the CLI prints them, the TUI posts them as messages)."""
+"""Events a search emits, as frozen records (the CLI prints them, the TUI posts them as messages).
+
+No torch: the screens and the CLI read them too."""
 
 from __future__ import annotations
 
@@ -79,13 +81,14 @@ class CheckpointWritten:
 
 
 @dataclass(frozen=True)
-class SearchStoppedEvent:
-    evaluated: int
+class StateChanged:
+    """The search entered `state` (see engine.search.control.STATES). When it ended: `evaluated`
+    candidates so far, `resumable` (a checkpoint exists, start continues it) and, for "failed", why."""
 
-
-@dataclass(frozen=True)
-class SearchError:
-    message: str
+    state: str
+    evaluated: int = 0
+    resumable: bool = False
+    message: str = ""
 
 
 @dataclass(frozen=True)

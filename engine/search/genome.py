@@ -5,15 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from engine.allocation.function import MAX_LAM, AllocationFunction
+from engine.allocation.function import AllocationFunction
 from engine.allocation.ops import PRE_OPS, REDUCTIONS, TRANSFORMS
+from engine.choices import LAM_MIN, LAM_STEP, MAX_LAM
 
 PRE = [op for op in PRE_OPS if op != "no_op"]
 RED = list(REDUCTIONS)
 TRA = [op for op in TRANSFORMS if op != "no_op"]
 MAX_STAGE_OPS = 3
-LAM_STEP = 0.02
-LAM_MIN = 0.02
 
 
 def random_function(rng: random.Random) -> AllocationFunction:

@@ -1,9 +1,5 @@
-"""DSA evolutionary search (and the random-search baseline) over allocation functions.
-
-The loop is a sequence of candidate evaluations; after each one the log gets a line and the
-checkpoint is replaced atomically, so a killed run resumes losing at most the candidate in
-flight, and (fitness being deterministic) ends with the same population as an uninterrupted run.
-"""
+"""DSA evolutionary search (and the random-search baseline) over allocation functions, on the shared
+checkpointed loop (engine.search.core)."""
 
 from __future__ import annotations
 
@@ -14,16 +10,16 @@ from typing import Callable
 
 from engine.allocation import AllocationFunction
 from engine.allocation.mapping import check_target
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION,
+                            DEFAULT_STRATEGY, FITNESS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.metrics import check_metric
 from engine.search import events as ev
-from engine.search.control import Control, SearchStopped
-from engine.search.evaluator import FITNESS
+from engine.search.core import CheckpointedSearch
 from engine.search.genome import crossover, mutate, random_function
 from engine.search.store import RunStore
 
-STRATEGIES = ("evolution", "random")
 TOURNAMENT = 3
 CROSSOVER_P = 0.5
 MAX_TRIES = 50
@@ -32,11 +28,11 @@ MAX_TRIES = 50
 @dataclass(frozen=True)
 class SearchSettings:
     sparsity: float
-    metric: str = "wanda"
-    fitness: str = "ppl"
-    strategy: str = "evolution"
-    population: int = 24
-    generations: int = 30
+    metric: str = DEFAULT_METRIC
+    fitness: str = DEFAULT_FITNESS
+    strategy: str = DEFAULT_STRATEGY
+    population: int = DEFAULT_POPULATION
+    generations: int = DEFAULT_GENERATIONS
     seed: int = 0
     seeds: tuple[str, ...] = ()  # functions placed in the first population
     model: str | None = None  # None: the default model
@@ -65,56 +61,35 @@ class SearchSettings:
         return cls(**values)
 
 
-class Search:
+class Search(CheckpointedSearch):
+    """Evolution (or random search) over allocation functions: a population, tournaments, mutation and
+    crossover; the evaluator scores `workers` candidates at once."""
+
     def __init__(self, settings: SearchSettings, store: RunStore, evaluator, *,
-                 held_out: Callable[[list[str]], dict] | None = None, on_event: Callable[[object], None] = print):
+                 held_out: Callable[[list[str], Callable], dict] | None = None,
+                 on_event: Callable[[object], None] = print):
+        super().__init__(store, settings.to_json(), on_event)
         self.settings = settings
-        self.store = store
         self.evaluator = evaluator
+        self.workers = evaluator.workers
         self.held_out = held_out
-        self.on_event = on_event
-        self.state: dict | None = None
 
-    # -- the loop ---------------------------------------------------------------------------
-    def run(self, control: Control) -> ev.SearchFinished | None:
-        state = self.store.load_state() or self._initial_state()
-        self.state = state
-        try:
-            while not state["done"]:
-                if not state["queue"]:
-                    self._end_generation(state)
-                    continue
-                self._evaluate_chunk(state, control)
-        except SearchStopped:
-            self.on_event(ev.SearchStoppedEvent(state["evaluated"]))
-            return None
-        return self._finish()
+    def evaluate(self, state, texts, check):
+        return self.evaluator.evaluate(texts, check)
 
-    def _evaluate_chunk(self, state: dict, control: Control) -> None:
-        control.checkpoint()
-        chunk = state["queue"][: self.evaluator.workers]
-        for i, text in enumerate(chunk):
-            self.on_event(ev.CandidateStarted(state["evaluated"] + i, state["generation"], text))
-        outcomes = self.evaluator.evaluate(chunk, control.checkpoint)
-        for text, (fitness, ratios, seconds, reason) in zip(chunk, outcomes):
-            cand = ev.Candidate(state["evaluated"], state["generation"], text, fitness, tuple(ratios), seconds, reason)
-            self.store.append(cand)
-            state["evaluated"] += 1
-            state["logged"] += 1
-            state["this_generation"].append(asdict(cand))
-            if cand.scored:
-                best = state["best"]
-                if best is None or cand.fitness < best["fitness"]:
-                    state["best"] = asdict(cand)
-                    self.on_event(ev.NewBest(cand))
-                self.on_event(ev.CandidateScored(cand))
-            else:
-                self.on_event(ev.CandidateRejected(cand))
-        state["queue"] = state["queue"][len(chunk):]
-        self._checkpoint(state)
-        control.candidate_done()
+    def candidate(self, state, index, text, outcome):
+        return ev.Candidate(index, state["generation"], text, outcome.fitness, outcome.ratios, outcome.seconds,
+                            outcome.reason)
 
-    def _end_generation(self, state: dict) -> None:
+    def record(self, state, cand) -> bool:
+        state["this_generation"].append(asdict(cand))
+        if cand.scored and (state["best"] is None or cand.fitness < state["best"]["fitness"]):
+            state["best"] = asdict(cand)
+            return True
+        return False
+
+    def advance(self, state: dict) -> None:
+        """End a generation: the best of population and offspring survive; breed the next queue."""
         records = [ev.Candidate.from_json(c) for c in state["this_generation"]]
         scored = [c for c in records if c.scored]
         fits = [c.fitness for c in scored]
@@ -133,28 +108,17 @@ class Search:
             rng = restore_rng(state["rng"])
             state["queue"] = self._next_queue(state, rng)
             state["rng"] = rng_state(rng)
-        self._checkpoint(state)
 
-    def _checkpoint(self, state: dict) -> None:
-        best = ev.Candidate.from_json(state["best"]) if state["best"] else None
-        self.store.save_state(state, best)
-        self.on_event(ev.CheckpointWritten(str(self.store.folder), state["evaluated"]))
-
-    def _finish(self) -> ev.SearchFinished:
-        best = ev.Candidate.from_json(self.state["best"]) if self.state["best"] else None
-        final = self.store.final()
-        if final is None:
-            held = {}
-            if self.held_out is not None:
-                held = self.held_out(([best.text] if best else []) + ["uniform", "owl"])
-            final = {"best": asdict(best) if best else None, "held_out_perplexity": held}
-            self.store.write_final(final)
-        finished = ev.SearchFinished(best, final["held_out_perplexity"])
-        self.on_event(finished)
-        return finished
+    def final_result(self, state: dict, check) -> dict:
+        """The best function re-scored on the held-out split next to uniform and OWL."""
+        best = state["best"]
+        held = {}
+        if self.held_out is not None:
+            held = self.held_out(([best["text"]] if best else []) + ["uniform", "owl"], check)
+        return {"best": best, "held_out_perplexity": held}
 
     # -- populations ------------------------------------------------------------------------
-    def _initial_state(self) -> dict:
+    def initial_state(self) -> dict:
         rng = random.Random(self.settings.seed)
         queue = list(dict.fromkeys(self.settings.seeds))
         seen = set(queue)

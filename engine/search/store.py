@@ -1,10 +1,13 @@
 """The run folder of a search: settings, an append-only candidate log, an atomic checkpoint.
 
-    run.json          format marker and the search settings (written once)
+    run.json          format marker and the search settings (written once, last: it marks the run)
     candidates.jsonl  one line per evaluated candidate, scored or rejected with its reason
     state.json        checkpoint: generation, queue, population, best, RNG state (atomic replace)
     best.txt          text form of the best function so far
     final.json        held-out re-scoring once the search has finished
+
+A folder is a run once run.json exists; it is written after the first checkpoint, so a start that
+failed or was killed leaves at most files that the next start replaces.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from engine.choices import SEARCH_RUN_FORMAT
 from engine.errors import WorkbenchError
 from engine.search.events import Candidate
 
-RUN_FORMAT = "dsa-workbench/search-run"
 RUN_VERSION = 1
+RUN_FILES = ("state.json", "candidates.jsonl", "best.txt", "final.json")
+STATE_KEYS = {"queue", "evaluated", "logged", "done", "best"}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -36,25 +41,39 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class RunStore:
-    def __init__(self, folder: str | Path, run_format: str = RUN_FORMAT):
+    def __init__(self, folder: str | Path, run_format: str = SEARCH_RUN_FORMAT, shared: bool = False):
+        """`shared`: the folder holds other files too (a structured run's database)."""
         self.folder = Path(folder).expanduser()
         self.run_format = run_format
+        self.shared = shared
 
     @property
     def exists(self) -> bool:
         return (self.folder / "run.json").exists()
 
-    def create(self, settings: dict, into_existing: bool = False) -> None:
-        """Start a run; `into_existing`: the folder may hold other files (a structured run's database)."""
+    def check_new(self) -> None:
+        """Refuse a folder that holds a search, or (unless shared) anything but the leftovers of a start
+        that never completed. Called before any work, so a bad folder costs nothing."""
         if self.exists:
             raise WorkbenchError(f"run folder {self.folder} already holds a search: resume it (--resume) "
                                  "or choose another folder")
-        if not into_existing and self.folder.exists() and any(self.folder.iterdir()):
-            raise WorkbenchError(f"run folder {self.folder} exists and is not empty")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise WorkbenchError(f"run folder {self.folder} is a file")
+        if not self.shared and self.folder.exists():
+            foreign = [p.name for p in self.folder.iterdir() if not _leftover(p.name)]
+            if foreign:
+                raise WorkbenchError(f"run folder {self.folder} exists and is not empty ({foreign[0]})")
+
+    def create(self, settings: dict, state: dict) -> None:
+        """Start a run with its initial checkpoint; run.json, written last, makes it one."""
+        self.check_new()
         self.folder.mkdir(parents=True, exist_ok=True)
+        for name in ("best.txt", "final.json"):
+            (self.folder / name).unlink(missing_ok=True)
+        write_atomic(self.folder / "candidates.jsonl", "")
+        self.save_state(state, None)
         write_atomic(self.folder / "run.json",
                      json.dumps({"format": self.run_format, "version": RUN_VERSION, "settings": settings}, indent=2))
-        (self.folder / "candidates.jsonl").touch()
 
     def settings(self) -> dict:
         meta = self._read_json("run.json", required=True)
@@ -70,7 +89,7 @@ class RunStore:
         state = self._read_json("state.json", required=False)
         if state is None:
             return None
-        if not isinstance(state, dict) or "generation" not in state or "queue" not in state:
+        if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
             raise WorkbenchError(f"run folder {self.folder} is corrupt: state.json lacks the search state")
         if repair:
             self._truncate_log(state["logged"])
@@ -111,6 +130,9 @@ class RunStore:
         path = self.folder / "candidates.jsonl"
         data = path.read_bytes() if path.exists() else b""
         keep = data.split(b"\n")[:lines]
+        if len(keep) < lines or (lines and not keep[-1]):
+            raise WorkbenchError(f"run folder {self.folder} is corrupt: candidates.jsonl has fewer lines than the "
+                                 f"{lines} its checkpoint counts")
         wanted = b"".join(line + b"\n" for line in keep)
         if data != wanted:
             write_atomic(path, wanted.decode())
@@ -127,3 +149,8 @@ class RunStore:
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise WorkbenchError(f"run folder {self.folder} is corrupt: {name} is not valid JSON") from exc
+
+
+def _leftover(name: str) -> bool:
+    """A file of a start that never completed, or a temporary file of an interrupted atomic write."""
+    return name in RUN_FILES or any(name.startswith(f".{f}.") for f in RUN_FILES + ("run.json",))

@@ -23,12 +23,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.architecture import decoder_blocks
+from engine.choices import LEVEL_DATABASE_FORMAT as DB_FORMAT
 from engine.errors import WorkbenchError
+from engine.files import check_safetensors, read_json
 from engine.progress import Progress, no_progress
 from engine.search.store import write_atomic
 from engine.structured.structure import Shapes, Structure
 
-DB_FORMAT = "dsa-workbench/level-database"
 DAMPING = 1e-2
 NEURON_STEPS = 128  # the MLP's neurons are removed in about this many greedy steps per block
 
@@ -49,12 +50,12 @@ def build_database(session, folder: str | Path, shapes: Shapes, progress: Progre
     if (folder / "index.json").exists():
         return LevelDatabase(folder)
     blocks = decoder_blocks(session.model)
-    todo = [b for b in blocks if not _block_path(folder, b.index).exists()]
+    todo = [b for b in blocks if not _intact(_block_path(folder, b.index))]
     heads: dict[int, dict[int, list[int]]] = {}
     if todo:
         with session.lock:  # the dense weights are read: no pruning of this session meanwhile
             session.restore()
-            stats = session.calibration(hessians=True)
+            stats = session.calibration(hessians=True, progress=progress)
             _build_blocks(todo, stats, folder, shapes, progress, check)
     for block in blocks:
         with safe_open(_block_path(folder, block.index), "pt") as fh:
@@ -129,14 +130,16 @@ class LevelDatabase:
         path = self.folder / "index.json"
         if not path.exists():
             raise WorkbenchError(f"no level database in {self.folder}: run `dsa-workbench structured build-db` first")
-        try:
-            index = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"{path} is corrupt") from exc
-        if index.get("format") != DB_FORMAT:
+        index = read_json(path, "level database index")
+        if not isinstance(index, dict) or index.get("format") != DB_FORMAT:
             raise WorkbenchError(f"{path} is not a dsa-workbench level database")
-        self.shapes = Shapes(**index["shapes"])
-        self.heads = [{int(k): v for k, v in block.items()} for block in index["heads"]]
+        try:
+            self.shapes = Shapes(**index["shapes"])
+            self.heads = [{int(k): v for k, v in block.items()} for block in index["heads"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise WorkbenchError(f"{path} is corrupt: {exc}") from exc
+        for block in range(self.shapes.layers):
+            check_safetensors(_block_path(self.folder, block))
 
     def weights(self, block: int, kind: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept unit indices, OBS-updated o_proj / down_proj weight over their columns)."""
@@ -163,6 +166,14 @@ class LevelDatabase:
     def block_fractions(self, structure: Structure) -> tuple[float, ...]:
         dense = self.shapes.attn_params + self.shapes.mlp_params
         return tuple(p / dense for p in self.block_params(structure))
+
+
+def _intact(path: Path) -> bool:
+    try:
+        check_safetensors(path)
+    except WorkbenchError:
+        return False
+    return True
 
 
 def _block_path(folder: Path, index: int) -> Path:

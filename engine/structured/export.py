@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from engine.choices import STRUCTURED_RECIPE_FORMAT as RECIPE_FORMAT
 from engine.errors import WorkbenchError
 from engine.evaluation import perplexity
 from engine.progress import Progress, no_progress
@@ -15,7 +16,6 @@ from engine.structured.compact import parameter_count
 from engine.structured.run import Workspace
 from engine.structured.structure import Structure
 
-RECIPE_FORMAT = "dsa-workbench/structured-recipe"
 VERIFY_TOKENS = 16
 
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from engine.choices import DEFAULT_LR, DEFAULT_MLP_LEVELS, STRUCTURED_RUN_FORMAT, STRUCTURED_SEARCH_FORMAT
 from engine.corpus import token_windows
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
 from engine.loading import load_model
 from engine.progress import Progress, no_progress
+from engine.search.control import Control
+from engine.search.controller import SearchController
 from engine.search.store import RunStore, write_atomic
 from engine.session import Session
 from engine.structured.compact import build_compact
@@ -30,22 +32,20 @@ from engine.structured.finetune import finetune
 from engine.structured.search import StructuredSearch, StructuredSettings
 from engine.structured.structure import Shapes, Structure
 
-RUN_FORMAT = "dsa-workbench/structured-run"
-SEARCH_FORMAT = "dsa-workbench/structured-search"
 
 
 @dataclass(frozen=True)
 class RunSource:
     model: str | None  # None: the default model
     data: DataConfig
-    mlp_levels: int = 10
+    mlp_levels: int = DEFAULT_MLP_LEVELS
 
 
 class StructuredRun:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder).expanduser()
         self.manifest = self.folder / "structured.json"
-        self.store = RunStore(self.folder, SEARCH_FORMAT)
+        self.store = RunStore(self.folder, STRUCTURED_SEARCH_FORMAT, shared=True)
 
     @property
     def db_folder(self) -> Path:
@@ -57,23 +57,28 @@ class StructuredRun:
                                  f"(dsa-workbench structured build-db --run {self.folder})")
         try:
             meta = json.loads(self.manifest.read_text())
-            if meta.get("format") != RUN_FORMAT:
+            if meta.get("format") != STRUCTURED_RUN_FORMAT:
                 raise ValueError(meta.get("format"))
             return RunSource(meta["model"], DataConfig(**meta["data"]), meta["mlp_levels"])
         except (ValueError, KeyError, TypeError) as exc:
             raise WorkbenchError(f"{self.manifest} is corrupt or not a structured run") from exc
 
-    def claim(self, source: RunSource) -> None:
-        """Record what the database is built for; an existing folder must agree."""
+    def check_claim(self, source: RunSource) -> None:
+        """An existing folder must be a structured run for `source` (or empty)."""
         if self.manifest.exists():
             if self.source() != source:
                 raise WorkbenchError(f"{self.folder} was built for another model, data or level settings: "
                                      "choose another --run folder")
-            return
-        if self.folder.exists() and any(self.folder.iterdir()):
+        elif self.folder.exists() and any(self.folder.iterdir()):
             raise WorkbenchError(f"run folder {self.folder} exists and is not a structured run")
+
+    def claim(self, source: RunSource) -> None:
+        """Record what the database is built for; an existing folder must agree."""
+        self.check_claim(source)
+        if self.manifest.exists():
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.manifest, json.dumps({"format": RUN_FORMAT, "model": source.model,
+        write_atomic(self.manifest, json.dumps({"format": STRUCTURED_RUN_FORMAT, "model": source.model,
                                                 "data": asdict(source.data), "mlp_levels": source.mlp_levels},
                                                indent=2))
 
@@ -85,7 +90,7 @@ class StructuredRun:
 class Workspace:
     """A loaded dense model with its level database: builds, fine-tunes and scores pruned models."""
 
-    def __init__(self, session: Session, db: LevelDatabase, lr: float = 1e-5):
+    def __init__(self, session: Session, db: LevelDatabase, lr: float = DEFAULT_LR):
         self.session = session
         self.db = db
         self.lr = lr
@@ -113,14 +118,14 @@ class Workspace:
                                                         tokens, seqlen)
         return held[: tokens // seqlen]
 
-    def reference(self, tokens: int) -> DenseReference:
+    def reference(self, tokens: int, progress: Progress | None = None) -> DenseReference:
         """The dense model's log-probabilities on (at least) the first `tokens` of the fitness split."""
         windows = self.windows("fitness", tokens, "fitness")
         if self._reference is None or len(self._reference.windows) < len(windows):
             with self.session.lock:
                 self.session.restore()
                 self._reference = DenseReference(self.session.model, windows, batch_size=self.session.data.batch_size,
-                                                 progress=self.session.progress)
+                                                 progress=progress or self.session.progress)
         return self._reference
 
     def prepared(self, compact, finetune_tokens: int, check: Progress = no_progress) -> None:
@@ -129,24 +134,34 @@ class Workspace:
                      batch_size=self.session.data.batch_size, progress=check)
 
     def evaluate(self, structure: Structure, finetune_tokens: int, fitness_tokens: int,
-                 check: Progress = no_progress) -> tuple[float, float]:
+                 check: Progress = no_progress) -> float:
         """KL(dense || pruned) on `fitness_tokens` after fine-tuning a fresh copy on `finetune_tokens`."""
-        start = time.perf_counter()
         reference = self.reference(fitness_tokens)
         model = self.compact(structure)
         self.prepared(model, finetune_tokens, check)
         windows = fitness_tokens // self.session.data.seqlen
-        return reference.kl(model, check, windows=windows), time.perf_counter() - start
+        return reference.kl(model, check, windows=windows)
 
-    def held_out(self, texts: dict[str, str], finetune_tokens: int = 0) -> dict[str, float]:
-        """Perplexity on the evaluation split (never seen by the search) of each named structure."""
+    def held_out(self, texts: dict[str, str], check: Progress | None = None,
+                 finetune_tokens: int = 0) -> dict[str, float]:
+        """Perplexity on the evaluation split (never seen by the search) of each named structure, after an
+        optional fine-tune."""
         out = {}
         for name, text in texts.items():
             model = self.compact(Structure.parse(text, self.shapes))
-            self.prepared(model, finetune_tokens)
+            self.prepared(model, finetune_tokens, check or no_progress)
             out[name] = perplexity(model, self.session.windows("evaluation"), batch_size=self.session.data.batch_size,
-                                   progress=self.session.progress, stage=f"held-out perplexity ({name})")
+                                   progress=check or self.session.progress, stage=f"held-out perplexity ({name})")
         return out
+
+    def check_tokens(self, settings: StructuredSettings, progress: Progress | None = None) -> None:
+        """Fail now, not candidates later, on token counts the windows or the corpus cannot give; builds
+        the dense reference for the largest fitness stage."""
+        self.reference(max(stage.fitness_tokens for stage in settings.stages), progress)
+        for i, stage in enumerate(settings.stages):
+            self.windows("fitness", stage.fitness_tokens, "fitness")
+            if settings.finetune_tokens(i):
+                self.windows("calibration", settings.finetune_tokens(i), "fine-tune")
 
 
 def open_session(source: RunSource, dtype: str, device: str, progress: Progress,
@@ -177,7 +192,7 @@ def build_run_database(run: str | Path, source: RunSource, *, session: Session |
     return build_database(session, folder.db_folder, shapes, progress=progress, check=check)
 
 
-def open_workspace(run: str | Path, *, session: Session | None = None, lr: float = 1e-5, dtype: str = "auto",
+def open_workspace(run: str | Path, *, session: Session | None = None, lr: float = DEFAULT_LR, dtype: str = "auto",
                    device: str = "auto", progress: Progress = no_progress,
                    status: Callable[[str], None] = lambda m: None) -> Workspace:
     folder = StructuredRun(run)
@@ -188,27 +203,48 @@ def open_workspace(run: str | Path, *, session: Session | None = None, lr: float
     return Workspace(session or open_session(source, dtype, device, progress, status), db, lr)
 
 
-def open_structured_search(run: str | Path, settings: StructuredSettings | None = None, *,
-                           workspace: Workspace | None = None, on_event=lambda e: None, **open_args) -> StructuredSearch:
-    """A new search in `run` (settings given) or the one stored there (settings None: resume)."""
+def structured_controller(run: str | Path, settings: StructuredSettings | None = None, *,
+                          source: RunSource | None = None, session: Session | None = None,
+                          on_event=lambda e: None, dtype: str = "auto", device: str = "auto",
+                          progress: Progress = no_progress,
+                          status: Callable[[str], None] = lambda m: None) -> SearchController:
+    """A new search in `run` (settings given) or the one stored there (settings None: resume).
+
+    Settings and folder are checked at once; the model is loaded (or `session` used), the level database
+    built when `source` is given and the run has none, and the dense reference computed in the search
+    thread, where a stop works; the search's files appear only once all of that succeeded."""
     folder = StructuredRun(run)
-    folder.source()
-    LevelDatabase(folder.db_folder)  # fails early without a database
+    if source is None:
+        folder.source()
+        LevelDatabase(folder.db_folder)  # fails early without a database
+    else:
+        folder.check_claim(source)
     if settings is None:
-        stored = StructuredSettings.from_json(folder.store.settings())
-    elif folder.store.exists:
-        raise WorkbenchError(f"run folder {folder.folder} already holds a search: resume it (--resume) or "
-                             "choose another folder")
-    active = stored if settings is None else settings
-    workspace = workspace or open_workspace(run, **open_args)
-    workspace.lr = active.lr
-    # fail now, not candidates later, on token counts the windows or the corpus cannot give
-    workspace.reference(max(stage.fitness_tokens for stage in active.stages))
-    for i, stage in enumerate(active.stages):
-        workspace.windows("fitness", stage.fitness_tokens, "fitness")
-        if active.finetune_tokens(i):
-            workspace.windows("calibration", active.finetune_tokens(i), "fine-tune")
-    if settings is not None:
-        folder.store.create(settings.to_json(), into_existing=True)
-    return StructuredSearch(active, workspace.shapes, folder.store, workspace.evaluate,
-                            fractions=workspace.db.block_fractions, held_out=workspace.held_out, on_event=on_event)
+        stored = folder.store.settings()
+        try:
+            settings = StructuredSettings.from_json(stored)
+        except (WorkbenchError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise WorkbenchError(f"run folder {folder.folder} is corrupt: run.json holds no valid settings "
+                                 f"({exc})") from exc
+        folder.store.load_state(repair=False)  # a corrupt checkpoint fails now, not after the model is loaded
+    else:
+        folder.store.check_new()
+
+    def prepare(control: Control) -> StructuredSearch:
+        def check(stage: str, done: int, total: int) -> None:
+            control.checkpoint()
+            progress(stage, done, total)
+
+        active = session
+        if source is not None and not folder.has_database:
+            active = active or open_session(source, dtype, device, progress, status)
+            build_run_database(run, source, session=active, progress=check, status=status, check=control.checkpoint)
+        workspace = open_workspace(run, session=active, lr=settings.lr, dtype=dtype, device=device,
+                                   progress=progress, status=status)
+        control.checkpoint()
+        workspace.check_tokens(settings, check)
+        return StructuredSearch(settings, workspace.shapes, folder.store, workspace.evaluate,
+                                fractions=workspace.db.block_fractions, held_out=workspace.held_out,
+                                on_event=on_event)
+
+    return SearchController(prepare, folder.store, on_event)

@@ -8,9 +8,10 @@ later stages use more of both, so what survives is what recovers well under trai
 stage keeps one: the next parent. One-shot mode skips the fine-tunes (the ablation).
 
 Every candidate evaluation starts from the database weights, so it is a pure function of
-(structure, stage): results are cached in the state, the log gets one line per evaluation, and the
-checkpoint is replaced after each, so a killed search resumes where it was; the parent, met
-again in the next generation, is not scored twice.
+(structure, stage): results are cached in the state, so the parent, met again in the next
+generation, is not scored twice. The loop, the log and the checkpoints are engine.search.core's.
+A rejected candidate (a diverging fine-tune, say) leaves the race; a stage where all are rejected
+ends the generation with the parent unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
+from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAULT_STRUCTURED_GENERATIONS,
+                            DEFAULT_TARGET_PARAMS)
 from engine.errors import WorkbenchError
 from engine.search import events as ev
-from engine.search.control import Control, SearchStopped
+from engine.search.core import CheckpointedSearch, attempt
 from engine.search.search import restore_rng, rng_state
 from engine.search.store import RunStore
 from engine.structured.structure import Shapes, Structure, mutate, uniform
@@ -38,9 +41,6 @@ class Stage:
         return f"{self.survivors}:{self.finetune_tokens}:{self.fitness_tokens}"
 
 
-DEFAULT_STAGES = "8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192"
-
-
 def parse_stages(text: str) -> tuple[Stage, ...]:
     """'8:2048:1024,4:4096:2048,...': per stage, SURVIVORS:FINETUNE_TOKENS:FITNESS_TOKENS."""
     try:
@@ -55,12 +55,12 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
 
 @dataclass(frozen=True)
 class StructuredSettings:
-    target: float = 0.5  # fraction of decoder linear parameters kept
-    generations: int = 50
-    offspring: int = 16
+    target: float = DEFAULT_TARGET_PARAMS  # fraction of decoder linear parameters kept
+    generations: int = DEFAULT_STRUCTURED_GENERATIONS
+    offspring: int = DEFAULT_OFFSPRING
     stages: tuple[Stage, ...] = field(default_factory=lambda: parse_stages(DEFAULT_STAGES))
     one_shot: bool = False  # no fine-tune before scoring
-    lr: float = 1e-5
+    lr: float = DEFAULT_LR
     seed: int = 0
 
     def __post_init__(self):
@@ -91,78 +91,69 @@ class StructuredSettings:
         return cls(**{**data, "stages": parse_stages(",".join(data["stages"]))})
 
 
-class StructuredSearch:
-    """`evaluate(structure, finetune_tokens, fitness_tokens, check)` -> (KL, seconds) scores one
-    candidate; `held_out(structures)` -> perplexity per text after the search."""
+class StructuredSearch(CheckpointedSearch):
+    """`evaluate(structure, finetune_tokens, fitness_tokens, check)` -> KL scores one candidate;
+    `held_out(structures, check)` -> perplexity per text after the search."""
 
     def __init__(self, settings: StructuredSettings, shapes: Shapes, store: RunStore, evaluate, *,
                  fractions=lambda s: (), held_out=None, on_event=lambda e: None):
+        super().__init__(store, settings.to_json(), on_event)
         self.settings = settings
         self.shapes = shapes
-        self.store = store
-        self.evaluate = evaluate
+        self.score = evaluate
         self.fractions = fractions
         self.held_out = held_out
-        self.on_event = on_event
-        self.state: dict | None = None
 
-    def run(self, control: Control) -> ev.SearchFinished | None:
-        state = self.store.load_state() or self._initial_state()
-        self.state = state
-        try:
-            while not state["done"]:
-                if state["queue"]:
-                    self._evaluate_next(state, control)
-                else:
-                    self._end_stage(state)
-        except SearchStopped:
-            self.on_event(ev.SearchStoppedEvent(state["evaluated"]))
-            return None
-        return self._finish()
+    def cached(self, state, text) -> bool:
+        return f"{state['stage']}|{text}" in state["scores"]
 
-    def _evaluate_next(self, state: dict, control: Control) -> None:
-        control.checkpoint()
-        text, stage = state["queue"][0], state["stage"]
-        key = f"{stage}|{text}"
-        if key not in state["scores"]:
-            self.on_event(ev.CandidateStarted(state["evaluated"], state["generation"], text))
+    def evaluate(self, state, texts, check):
+        stage = state["stage"]
+
+        def one(text):
             structure = Structure.parse(text, self.shapes)
-            fitness, seconds = self.evaluate(structure, self.settings.finetune_tokens(stage),
-                                             self.settings.stages[stage].fitness_tokens, control.checkpoint)
-            cand = ev.Candidate(state["evaluated"], state["generation"], text, fitness,
-                                tuple(self.fractions(structure)), seconds, stage=stage)
-            self.store.append(cand)
-            state["evaluated"] += 1
-            state["logged"] += 1
-            state["scores"][key] = fitness
-            self.on_event(ev.CandidateScored(cand))
-        state["queue"] = state["queue"][1:]
-        self._checkpoint(state)
-        control.candidate_done()
+            kl = self.score(structure, self.settings.finetune_tokens(stage), self.settings.stages[stage].fitness_tokens,
+                            check)
+            return kl, self.fractions(structure)
 
-    def _end_stage(self, state: dict) -> None:
+        return [attempt(lambda: one(text)) for text in texts]
+
+    def candidate(self, state, index, text, outcome):
+        ratios = outcome.ratios or tuple(self.fractions(Structure.parse(text, self.shapes)))
+        return ev.Candidate(index, state["generation"], text, outcome.fitness, ratios, outcome.seconds,
+                            outcome.reason, stage=state["stage"])
+
+    def record(self, state, cand) -> bool:
+        state["scores"][f"{cand.stage}|{cand.text}"] = cand.fitness  # None: rejected, out of the race
+        return False  # the best is the winner of a whole generation (see _end_generation)
+
+    def advance(self, state: dict) -> None:
+        """End a selection stage: its best survive into the next stage, or the generation ends."""
         stage = state["stage"]
         spec = self.settings.stages[stage]
-        ranked = sorted(state["pool"], key=lambda t: (state["scores"][f"{stage}|{t}"], t))
+        score = lambda t: state["scores"][f"{stage}|{t}"]  # noqa: E731
+        ranked = sorted((t for t in state["pool"] if score(t) is not None), key=lambda t: (score(t), t))
         state["pool"] = ranked[: spec.survivors]
-        best_fitness = state["scores"][f"{stage}|{ranked[0]}"]
+        if not ranked:  # every candidate of the stage was rejected: the parent stays
+            self._end_generation(state, None, None)
+            return
         self.on_event(ev.StageDone(state["generation"], stage, len(ranked), len(state["pool"]),
-                                   self.settings.finetune_tokens(stage), spec.fitness_tokens, best_fitness))
+                                   self.settings.finetune_tokens(stage), spec.fitness_tokens, score(ranked[0])))
         if stage + 1 < len(self.settings.stages):
             state["stage"] = stage + 1
             state["queue"] = list(state["pool"])
         else:
-            self._end_generation(state, ranked[0], best_fitness)
-        self._checkpoint(state)
+            self._end_generation(state, ranked[0], score(ranked[0]))
 
-    def _end_generation(self, state: dict, winner: str, fitness: float) -> None:
-        structure = Structure.parse(winner, self.shapes)
-        record = asdict(ev.Candidate(state["evaluated"], state["generation"], winner, fitness,
-                                     tuple(self.fractions(structure)), stage=len(self.settings.stages) - 1))
-        state["parent"] = winner
-        if state["best"] is None or fitness < state["best"]["fitness"]:
-            state["best"] = record
-            self.on_event(ev.NewBest(ev.Candidate.from_json(record)))
+    def _end_generation(self, state: dict, winner: str | None, fitness: float | None) -> None:
+        if winner is not None:
+            structure = Structure.parse(winner, self.shapes)
+            record = asdict(ev.Candidate(state["evaluated"], state["generation"], winner, fitness,
+                                         tuple(self.fractions(structure)), stage=len(self.settings.stages) - 1))
+            state["parent"] = winner
+            if state["best"] is None or fitness < state["best"]["fitness"]:
+                state["best"] = record
+                self.on_event(ev.NewBest(ev.Candidate.from_json(record)))
         self.on_event(ev.GenerationDone(state["generation"], fitness, None, state["candidates"], 0))
         state["generation"] += 1
         if state["generation"] >= self.settings.generations:
@@ -187,7 +178,7 @@ class StructuredSearch:
             pool.append(text)
         state.update(pool=pool, queue=list(pool), stage=0, candidates=len(pool), seen=sorted(seen))
 
-    def _initial_state(self) -> dict:
+    def initial_state(self) -> dict:
         start = str(uniform(self.shapes, self.settings.target))
         state = {"generation": 0, "parent": start, "best": None, "evaluated": 0, "logged": 0, "done": False,
                  "seen": [start], "uniform": start, "scores": {}}
@@ -196,21 +187,9 @@ class StructuredSearch:
         state["rng"] = rng_state(rng)
         return state
 
-    def _checkpoint(self, state: dict) -> None:
-        best = ev.Candidate.from_json(state["best"]) if state["best"] else None
-        self.store.save_state(state, best)
-        self.on_event(ev.CheckpointWritten(str(self.store.folder), state["evaluated"]))
-
-    def _finish(self) -> ev.SearchFinished:
-        best = self.state["best"]
-        final = self.store.final()
-        if final is None:
-            texts = {"uniform": self.state["uniform"], "searched": best["text"]}
-            held = self.held_out(texts) if self.held_out is not None else {}
-            final = {"best": best, "uniform": self.state["uniform"], "held_out_perplexity": held}
-            self.store.write_final(final)
-        finished = ev.SearchFinished(ev.Candidate.from_json(best),
-                                     final["held_out_perplexity"])
-        self.on_event(finished)
-        return finished
-
+    def final_result(self, state: dict, check) -> dict:
+        """Held-out perplexity (no fine-tune) of the uniform start and of the best structure."""
+        best = state["best"]
+        texts = {"uniform": state["uniform"]} | ({"searched": best["text"]} if best else {})
+        held = self.held_out(texts, check) if self.held_out is not None else {}
+        return {"best": best, "uniform": state["uniform"], "held_out_perplexity": held}

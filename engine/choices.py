@@ -1,0 +1,54 @@
+"""Every setting's choices and defaults, defined once.
+
+No torch, no textual: the CLI (which must start at once), the screens and the engine all read these.
+"""
+
+from __future__ import annotations
+
+# -- pruning ------------------------------------------------------------------------------------------
+METRICS = ("magnitude", "wanda", "sparsegpt")
+DEFAULT_METRIC = "wanda"
+DEFAULT_SPARSITY = 0.7
+BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
+METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
+METHOD_ALIASES = {"alphapruning": "alpha"}
+METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
+                 "alpha": "AlphaPruning", "dsa": "DSA (published)"}
+
+# -- allocation functions -----------------------------------------------------------------------------
+DEFAULT_LAM = 0.08
+MAX_LAM = 0.5
+LAM_STEP = 0.02  # the search's lam grid and mutation step
+LAM_MIN = 0.02
+
+# -- model --------------------------------------------------------------------------------------------
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # also fp32 / bf16 / fp16
+EXPORT_DTYPES = ("keep", "float16", "bfloat16")
+EXPORT_FORMATS = ("dense", "compressed-tensors")
+
+# -- DSA search ---------------------------------------------------------------------------------------
+FITNESS = ("ppl", "kl")
+FITNESS_LABELS = {"ppl": "perplexity", "kl": "KL to dense"}
+STRATEGIES = ("evolution", "random")
+DEFAULT_FITNESS = "ppl"
+DEFAULT_STRATEGY = "evolution"
+DEFAULT_POPULATION = 24
+DEFAULT_GENERATIONS = 30
+DEFAULT_RUN = "runs/search"
+
+# -- structured search --------------------------------------------------------------------------------
+DEFAULT_STAGES = "8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192"  # SURVIVORS:FINETUNE:FITNESS tokens
+DEFAULT_TARGET_PARAMS = 0.5
+DEFAULT_STRUCTURED_GENERATIONS = 50
+DEFAULT_OFFSPRING = 16
+DEFAULT_LR = 1e-5
+DEFAULT_MLP_LEVELS = 10
+DEFAULT_STRUCTURED_RUN = "runs/structured"
+
+# -- file formats -------------------------------------------------------------------------------------
+RECIPE_FORMAT = "dsa-workbench/pruning"
+STRUCTURED_RECIPE_FORMAT = "dsa-workbench/structured-recipe"
+SEARCH_RUN_FORMAT = "dsa-workbench/search-run"
+STRUCTURED_SEARCH_FORMAT = "dsa-workbench/structured-search"
+STRUCTURED_RUN_FORMAT = "dsa-workbench/structured-run"
+LEVEL_DATABASE_FORMAT = "dsa-workbench/level-database"
