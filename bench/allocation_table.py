@@ -1,11 +1,13 @@
-"""Held-out perplexity of every allocation method on the default model (DESIGN.md section 7 analogue).
+"""Held-out perplexity of every allocation method on the default model (DESIGN.md section 7 analogue),
+with dense and block-sequential calibration side by side.
 
     python bench/allocation_table.py                       # Wanda at 50/60/70%, magnitude and SparseGPT at 60%
     python bench/allocation_table.py --eval-tokens 16384   # more tokens, slower
 
-Prints one markdown table per metric (rows: sparsity; columns: methods, plus dense) and the token
-counts and wall time. A method whose allocation is invalid on this model (e.g. an op producing
-NaN) is shown as `rejected` with the reason below the table.
+Prints one markdown table per metric (rows: sparsity and calibration; columns: methods) and the token
+counts and wall time; writes bench/results/allocation_table.json. A method whose allocation is invalid on
+this model (e.g. an op producing NaN) is shown as `rejected` with the reason below the table. Magnitude
+reads no inputs, so its sequential pruning equals its dense one and is not run twice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.session import Session  # noqa: E402
 
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -36,7 +39,7 @@ def main() -> None:
     p.add_argument("--other-metrics", nargs="*", default=["magnitude", "sparsegpt"],
                    help="metrics run at --other-sparsity only")
     p.add_argument("--other-sparsity", type=float, default=0.6)
-    p.add_argument("--json-out", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--calibrations", nargs="+", default=["dense", "sequential"])
     args = p.parse_args()
 
     start = time.time()
@@ -47,34 +50,36 @@ def main() -> None:
           f"held-out evaluation {data.eval_tokens} tokens, seqlen {data.seqlen}", flush=True)
     dense = session.perplexity()
     print(f"dense perplexity {dense:.3f}", flush=True)
-    runs = [("wanda", s) for s in args.sparsities] + [(m, args.other_sparsity) for m in args.other_metrics]
+    runs = [(metric, sparsity, mode) for metric, sparsity in
+            [("wanda", s) for s in args.sparsities] + [(m, args.other_sparsity) for m in args.other_metrics]
+            for mode in args.calibrations if mode == "dense" or metric != "magnitude"]
     results: dict = {"dense": dense, "tokens": {"calibration": data.calib_tokens, "evaluation": data.eval_tokens},
                      "runs": []}
     rejected: dict[str, str] = {}
-    for metric, sparsity in runs:
+    for metric, sparsity, mode in runs:
         for method in METHODS:
             t0 = time.time()
+            row = {"metric": metric, "sparsity": sparsity, "calibration": mode, "method": method}
             try:
                 allocation = session.allocate(method, sparsity, metric)
             except WorkbenchError as exc:
                 rejected[f"{metric} {sparsity:.0%} {method}"] = str(exc)
-                results["runs"].append({"metric": metric, "sparsity": sparsity, "method": method, "ppl": None,
-                                        "rejected": str(exc)})
-                print(f"{metric:>9} {sparsity:.0%} {method:>8}: rejected ({exc})", flush=True)
+                results["runs"].append({**row, "ppl": None, "rejected": str(exc)})
+                print(f"{metric:>9} {sparsity:.0%} {mode:>10} {method:>8}: rejected ({exc})", flush=True)
                 continue
-            session.prune(allocation, metric)
+            session.prune(allocation, metric, calibration=mode)
             ppl = session.perplexity()
-            results["runs"].append({"metric": metric, "sparsity": sparsity, "method": method, "ppl": ppl,
-                                    "block_ratios": list(allocation.block_ratios)})
-            print(f"{metric:>9} {sparsity:.0%} {method:>8}: ppl {ppl:.3f} ({time.time() - t0:.1f} s)", flush=True)
+            results["runs"].append({**row, "ppl": ppl, "block_ratios": list(allocation.block_ratios)})
+            print(f"{metric:>9} {sparsity:.0%} {mode:>10} {method:>8}: ppl {ppl:.3f} ({time.time() - t0:.1f} s)",
+                  flush=True)
     session.restore()
     results["seconds"] = time.time() - start
     print()
     print(render(results, rejected))
     print(f"\ntotal {results['seconds'] / 60:.1f} min on {loaded.device} "
           f"({data.calib_tokens} calibration / {data.eval_tokens} held-out tokens)")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "allocation_table.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def render(results: dict, rejected: dict[str, str]) -> str:
@@ -82,11 +87,11 @@ def render(results: dict, rejected: dict[str, str]) -> str:
     for metric in dict.fromkeys(r["metric"] for r in results["runs"]):
         rows = [r for r in results["runs"] if r["metric"] == metric]
         lines.append(f"{metric} (held-out perplexity; dense {results['dense']:.2f})")
-        lines.append("| sparsity | " + " | ".join(LABELS[m] for m in METHODS) + " |")
-        lines.append("|---" * (len(METHODS) + 1) + "|")
-        for s in dict.fromkeys(r["sparsity"] for r in rows):
-            cells = {r["method"]: r for r in rows if r["sparsity"] == s}
-            lines.append(f"| {s:.0%} | " + " | ".join(_cell(cells[m]) for m in METHODS) + " |")
+        lines.append("| sparsity | calibration | " + " | ".join(LABELS[m] for m in METHODS) + " |")
+        lines.append("|---" * (len(METHODS) + 2) + "|")
+        for s, mode in dict.fromkeys((r["sparsity"], r["calibration"]) for r in rows):
+            cells = {r["method"]: r for r in rows if (r["sparsity"], r["calibration"]) == (s, mode)}
+            lines.append(f"| {s:.0%} | {mode} | " + " | ".join(_cell(cells[m]) for m in METHODS) + " |")
         lines.append("")
     lines += [f"rejected: {k}: {v}" for k, v in rejected.items()]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ cached candidate time spent outside the masked forward, and the memory the cache
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -25,6 +26,8 @@ from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.search.genome import random_function  # noqa: E402
 from engine.session import Session  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def valid_functions(session: Session, n: int, sparsity: float) -> list[str]:
@@ -89,6 +92,11 @@ def main() -> None:
     print(f"share of cached candidate time outside the masked forward: {share:.1%}  (target < 20%)")
     print("cache memory: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in memory.items()) +
           f"; total {sum(memory.values()) / 2**20:.0f} MiB")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "candidate_speed.json").write_text(json.dumps({
+        "calib_tokens": data.calib_tokens, "fitness_tokens": data.fitness_tokens, "sparsity": args.sparsity,
+        "cache_build_s": setup, "cached_s": cached, "outside_forward_s": sum(outside) / len(outside),
+        "scratch_s": scratch, "speedup": scratch / cached, "cache_bytes": memory}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ INPUT_GROUP = {
 
 @dataclass(frozen=True)
 class Block:
-    """One decoder block: its index and its linears by full module name."""
+    """One decoder block: its index, its module and its linears by full module name."""
 
     index: int
     linears: dict[str, nn.Linear]
+    module: nn.Module
 
     @property
     def params(self) -> int:
@@ -76,7 +77,7 @@ def decoder_blocks(model: nn.Module) -> list[Block]:
                     f"unsupported architecture: block {i} of {type(model).__name__} has no linear {path}"
                 )
             linears[f"model.layers.{i}.{path}"] = module
-        blocks.append(Block(i, linears))
+        blocks.append(Block(i, linears, layer))
     return blocks
 
 

@@ -12,6 +12,7 @@ DEFAULT_SPARSITY = 0.7
 BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
 METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
 METHOD_ALIASES = {"alphapruning": "alpha"}
+CALIBRATION_MODES = ("dense", "sequential")  # sequential: each block from the pruned blocks before it
 METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
                  "alpha": "AlphaPruning", "dsa": "DSA (published)"}
 
@@ -23,6 +24,8 @@ LAM_MIN = 0.02
 
 # -- model --------------------------------------------------------------------------------------------
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # also fp32 / bf16 / fp16
+DEVICE_MAPS = ("auto", "balanced")  # accelerate's, to spread a model over every visible GPU
+PLAN_COMMANDS = ("prune", "eval", "allocations", "search", "tui", "structured")  # what `dsa-workbench plan` plans
 EXPORT_DTYPES = ("keep", "float16", "bfloat16")
 EXPORT_FORMATS = ("dense", "compressed-tensors")
 

@@ -1,4 +1,9 @@
-"""Perplexity on token windows, and KL divergence to the dense model's cached predictions."""
+"""Perplexity on token windows, and KL divergence to the dense model's cached predictions.
+
+The language-model head runs on HEAD_TOKENS positions at a time, so the float32 logits of a forward
+never exceed HEAD_TOKENS x vocabulary (a batch of 4 x 2048 tokens of a 128k-vocabulary model would
+otherwise hold 4 GiB of logits, three times over inside the loss).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,39 @@ import torch.nn.functional as F
 
 from engine.progress import Progress, no_progress
 
+HEAD_TOKENS = 1024
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+
+def input_device(model) -> torch.device:
+    """Where token ids go: the embedding's device (models spread over devices have several)."""
+    return model.get_input_embeddings().weight.device
+
+
+def _head_chunks(model, batch: torch.Tensor):
+    """(start, stop, float32 logits [stop-start, vocab]) over the flattened positions of `batch`."""
+    hidden = model.model(input_ids=batch.to(input_device(model)), use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    for start in range(0, hidden.shape[0], HEAD_TOKENS):
+        logits = head(hidden[start:start + HEAD_TOKENS]).float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        yield start, start + logits.shape[0], logits
 
 
 @torch.no_grad()
 def perplexity(model, windows: torch.Tensor, *, batch_size: int = 4, progress: Progress = no_progress,
                stage: str = "perplexity") -> float:
     """exp of the mean next-token cross entropy over all windows ([n, seqlen] token ids)."""
-    device = _device(model)
     total, count = 0.0, 0
     batches = windows.split(batch_size)
     for i, batch in enumerate(batches):
-        batch = batch.to(device)
-        logits = model(batch, use_cache=False).logits[:, :-1].float()
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                 reduction="sum").item()
+        # position j predicts token j+1: the last position of each window has no target
+        targets = torch.cat([batch[:, 1:], torch.full_like(batch[:, :1], -100)], dim=1).flatten()
+        for start, stop, logits in _head_chunks(model, batch):
+            part = targets[start:stop].to(logits.device)
+            total += F.cross_entropy(logits, part, ignore_index=-100, reduction="sum").item()
         count += batch[:, 1:].numel()
         progress(stage, i + 1, len(batches))
     nll = total / count
@@ -40,15 +61,13 @@ class DenseReference:
     def __init__(self, model, windows: torch.Tensor, *, batch_size: int = 4, progress: Progress = no_progress):
         self.windows = windows
         self.batch_size = batch_size
-        device = _device(model)
         parts = []
         with torch.no_grad():
             batches = windows.split(batch_size)
             for i, batch in enumerate(batches):
-                logits = model(batch.to(device), use_cache=False).logits.float()
-                parts.append(F.log_softmax(logits, dim=-1).half())
+                parts += [F.log_softmax(logits, dim=-1).half() for _, _, logits in _head_chunks(model, batch)]
                 progress("dense reference", i + 1, len(batches))
-        self.log_probs = torch.cat(parts)
+        self.log_probs = torch.cat(parts)  # [windows * seqlen, vocab]
 
     @property
     def nbytes(self) -> int:
@@ -57,14 +76,15 @@ class DenseReference:
     @torch.no_grad()
     def kl(self, model, progress: Progress = no_progress, windows: int | None = None) -> float:
         """Mean over tokens of KL(dense || model), on the first `windows` windows (default all)."""
-        device = _device(model)
         total, count = 0.0, 0
         batches = self.windows[:windows].split(self.batch_size)
+        seqlen = self.windows.shape[1]
         for i, batch in enumerate(batches):
-            start = i * self.batch_size
-            log_q = F.log_softmax(model(batch.to(device), use_cache=False).logits.float(), dim=-1)
-            log_p = self.log_probs[start:start + batch.shape[0]].float()
-            total += (log_p.exp() * (log_p - log_q)).sum().item()
+            offset = i * self.batch_size * seqlen
+            for start, stop, logits in _head_chunks(model, batch):
+                log_q = F.log_softmax(logits, dim=-1)
+                log_p = self.log_probs[offset + start:offset + stop].to(log_q.device).float()
+                total += (log_p.exp() * (log_p - log_q)).sum().item()
             count += batch.numel()
             progress("kl", i + 1, len(batches))
         return total / count

@@ -13,28 +13,27 @@ from engine.compressed import load_compressed
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.loading import DTYPES, load_model
+from engine.choices import EXPORT_FORMATS, RECIPE_FORMAT
 from engine.metrics import NMPattern, parse_pattern
 from engine.progress import Progress, no_progress
-from engine.choices import EXPORT_FORMATS, RECIPE_FORMAT
 from engine.recipe import make_recipe
 from engine.saving import check_output, save_model_folder
 from engine.session import PruneResult, Session
-
-VERIFY_TOKENS = 16
 
 
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
     result: PruneResult
+    sparsity: float  # achieved over all block linears
     dense_perplexity: float | None
     perplexity: float | None
     recipe: dict
 
 
 def export_pruned(session: Session, method: str, sparsity: float, metric: str, out: str | Path, *,
-                  pattern: NMPattern | None = None, dtype: str = "keep", force: bool = False,
-                  evaluate: bool = True, verify: bool = True, max_shard_size: str = "5GB",
+                  pattern: NMPattern | None = None, calibration: str = "dense", dtype: str = "keep",
+                  force: bool = False, evaluate: bool = True, verify: bool = True, max_shard_size: str = "5GB",
                   sparse_format: str = "dense", progress: Progress = no_progress) -> ExportResult:
     """Allocate, prune, (evaluate), save atomically and (verify). The session's model stays pruned."""
     check_output(out, force)
@@ -48,42 +47,59 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         if evaluate:
             session.restore()
         dense_ppl = session.perplexity() if evaluate else None
-        result = session.prune(allocation, metric, pattern, progress=progress)
+        result = session.prune(allocation, metric, pattern, progress=progress, calibration=calibration)
         ppl = session.perplexity() if evaluate else None
-        recipe = make_recipe(session, result, dense_ppl, ppl)
+        session.write_pruned()
+        recipe = make_recipe(session, result, session.achieved(), dense_ppl, ppl)
         check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format)) if verify else None
         path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
                                  dtype=save_dtype, max_shard_size=max_shard_size, sparse_format=sparse_format,
                                  verify=check)
-    return ExportResult(path, result, dense_ppl, ppl, recipe)
+    return ExportResult(path, result, recipe["achieved"]["sparsity"], dense_ppl, ppl, recipe)
 
 
 @torch.no_grad()
 def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_format: str = "dense") -> None:
-    """Reload (plain transformers, or compressed-tensors' decompression); every linear's sparsity must
-    equal the recipe's and a forward on a few tokens must match the in-memory pruned model."""
-    from transformers import AutoModelForCausalLM
+    """Every saved tensor equals the in-memory pruned model's (in the saved dtype), every linear's zero
+    fraction equals the recipe's, and transformers builds the architecture from the saved config with no
+    weight left out. Tensors are read one at a time: no second copy of the model, whatever its size."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    load_dtype = dtype or session.loaded.dtype
+    mine = session.model.state_dict()
     if sparse_format == "compressed-tensors":
-        reloaded = load_compressed(folder, load_dtype)
+        reloaded = load_compressed(folder, dtype or session.loaded.dtype).state_dict()
+        saved = ((name, reloaded[name]) for name in reloaded)
     else:
-        reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=load_dtype)
-    reloaded.to(session.loaded.device)
-    for name, expected in recipe["achieved"]["linears"].items():
-        weight = reloaded.get_submodule(name).weight
-        got = (weight == 0).sum().item() / weight.numel()
-        if got != expected and dtype is None:
-            raise WorkbenchError(f"verification failed: {name} has sparsity {got}, the recipe says {expected}")
-        if dtype is not None and got < expected:  # a lower precision can only add zeros
-            raise WorkbenchError(f"verification failed: {name} has sparsity {got} < {expected}")
-    tokens = session.windows("evaluation")[:1, :VERIFY_TOKENS].to(session.loaded.device)
-    mine = session.model(tokens).logits.float()
-    theirs = reloaded(tokens).logits.float()
-    tolerance = 1e-4 if dtype is None else 5e-2 * mine.abs().max().item()
-    if not torch.allclose(mine, theirs, atol=tolerance, rtol=0):
-        diff = (mine - theirs).abs().max().item()
-        raise WorkbenchError(f"verification failed: reloaded logits differ by {diff:.3g} from the pruned model")
+        saved = saved_tensors(folder)
+    seen = set()
+    for name, tensor in saved:
+        if name not in mine:
+            raise WorkbenchError(f"verification failed: the folder holds {name}, which the model has not")
+        expected = mine[name].detach().to("cpu", dtype or mine[name].dtype)
+        if not torch.equal(tensor, expected):
+            raise WorkbenchError(f"verification failed: {name} differs from the pruned model's")
+        if name.removesuffix(".weight") in recipe["achieved"]["linears"] and dtype is None:
+            got = (tensor == 0).sum().item() / tensor.numel()
+            if got != recipe["achieved"]["linears"][name.removesuffix(".weight")]:
+                raise WorkbenchError(f"verification failed: {name} has sparsity {got}, the recipe says otherwise")
+        seen.add(name)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    tied = {name for name, p in skeleton.named_parameters(remove_duplicate=False)} - \
+        {name for name, p in skeleton.named_parameters()}
+    missing = set(dict(skeleton.named_parameters())) - seen - tied
+    if missing:
+        raise WorkbenchError(f"verification failed: the folder lacks {sorted(missing)[0]}")
+
+
+def saved_tensors(folder: Path):
+    """(name, tensor) of every safetensors file in `folder`, one tensor at a time."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(path, "pt") as fh:
+            for name in fh.keys():
+                yield name, fh.get_tensor(name)
 
 
 def read_recipe_file(path: str | Path, formats: tuple[str, ...] = (RECIPE_FORMAT,)) -> dict:
@@ -119,6 +135,7 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
                           eval_tokens=d["eval_tokens"], sample_size=d["sample_size"],
                           batch_size=d.get("batch_size", DataConfig.batch_size))
         method, target, metric = alloc["method"], alloc["target"], recipe["metric"]
+        calibration = recipe.get("calibration", "dense")
         pattern, evaluate = parse_pattern(recipe["pattern"]), recipe["perplexity"]["pruned"] is not None
         source, fingerprint, model_dtype = model["source"], model["fingerprint"], model.get("dtype", "auto")
     except (KeyError, TypeError, AttributeError) as exc:
@@ -127,7 +144,7 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
     if loaded.fingerprint != fingerprint:
         raise WorkbenchError(f"the model at {source or 'the default source'} is not the one the recipe "
                              f"was made from ({loaded.fingerprint[:30]}... != {fingerprint[:30]}...)")
-    session = Session(loaded, data, progress=progress)
-    return export_pruned(session, method, target, metric, out, pattern=pattern, dtype=dtype, force=force,
-                         evaluate=evaluate, max_shard_size=max_shard_size, sparse_format=sparse_format,
+    session = Session(loaded, data, progress=progress, restorable=False)
+    return export_pruned(session, method, target, metric, out, pattern=pattern, calibration=calibration, dtype=dtype,
+                         force=force, evaluate=evaluate, max_shard_size=max_shard_size, sparse_format=sparse_format,
                          progress=progress)

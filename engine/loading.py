@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from engine.architecture import check_supported
+from engine.choices import DEVICE_MAPS
 from engine.errors import WorkbenchError
 from engine.files import check_model_folder, read_json
 
@@ -88,37 +89,75 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
 
 
 def load_model(source: str | None = None, *, dtype: str | None = "auto", device: str | None = "auto",
-               trust_remote_code: bool = False, status=lambda msg: None) -> LoadedModel:
-    """Load `source`: None (default model), a .gguf file, a model folder, or a hub id."""
-    dev = resolve_device(device)
+               device_map: str | None = None, trust_remote_code: bool = False, status=lambda msg: None) -> LoadedModel:
+    """Load `source`: None (default model), a .gguf file, a model folder, or a hub id.
+
+    `device_map` ("auto", "balanced"): spread the blocks over every visible GPU with accelerate (each
+    block, and what the engine keeps for it, on one device); `device` is then ignored."""
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise WorkbenchError(f"unknown device map '{device_map}'; use one of {', '.join(DEVICE_MAPS)}")
+    dev = resolve_device("auto" if device_map else device)
     dt = resolve_dtype(dtype, dev)
-    if source is None:
-        folder, fingerprint = _converted_gguf(default_gguf(), status)
-        label = DEFAULT_MODEL_LABEL
+    kind, where = _source(source)
+    label = DEFAULT_MODEL_LABEL if source is None else source
+    if kind == "gguf":
+        folder, fingerprint = _converted_gguf(where, status)
+    elif kind == "folder":
+        check_model_folder(where)
+        folder, fingerprint = where, where
     else:
-        path = Path(source).expanduser()
-        label = source
-        if path.is_file() and path.suffix == ".gguf":
-            folder, fingerprint = _converted_gguf(path, status)
-        elif path.is_dir():
-            if not (path / "config.json").is_file():
-                raise WorkbenchError(f"not a model folder (no config.json): {source}")
-            check_model_folder(path)
-            folder, fingerprint = path, path
-        elif path.exists():
-            raise WorkbenchError(f"not a model: {source} (expected a folder, a .gguf file or a hub id)")
-        elif HUB_ID.match(source) and not source.startswith((".", "~")):
-            folder, fingerprint = source, f"hub:{source}"
-        else:
-            raise WorkbenchError(f"no such file or folder: {source}")
+        folder, fingerprint = where, f"hub:{where}"
     status(f"loading {label}")
-    model, tokenizer = _from_pretrained(folder, dt, trust_remote_code)
-    model.to(dev)
+    model, tokenizer = _from_pretrained(folder, dt, trust_remote_code, device_map)
+    if device_map is None:
+        model.to(dev)
     model.eval()
-    return LoadedModel(model, tokenizer, source, label, fingerprint, dev, dt)
+    return LoadedModel(model, tokenizer, source, label, fingerprint, model.get_input_embeddings().weight.device, dt)
 
 
-def _from_pretrained(folder, dtype, trust_remote_code):
+def model_config(source: str | None, trust_remote_code: bool = False):
+    """The config of `source` without its weights (a GGUF file's from its header), for the memory plan."""
+    from transformers import AutoConfig
+
+    kind, where = _source(source)
+    if kind == "gguf":
+        converted = cache_dir() / "models"
+        for folder in sorted(converted.glob(f"{where.stem}-*")) if converted.is_dir() else []:
+            if (folder / "config.json").is_file() and read_json(folder / "source.json").get("gguf") == str(where):
+                return AutoConfig.from_pretrained(folder)
+        try:
+            return AutoConfig.from_pretrained(where.parent, gguf_file=where.name)
+        except Exception as exc:  # noqa: BLE001 - as in loading: a damaged file fails anywhere in the reader
+            raise WorkbenchError(f"cannot read GGUF file {where}: {_first_line(exc)}") from exc
+    if kind == "folder":
+        read_json(where / "config.json", "model config")
+    try:
+        return AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot read the config of {where}: {_first_line(exc)}") from exc
+    except ValueError as exc:
+        raise WorkbenchError(f"unsupported architecture: {_first_line(exc)}") from exc
+
+
+def _source(source: str | None) -> tuple[str, Path | str]:
+    """("gguf", file), ("folder", path) or ("hub", id) for what the user named (None: the default model)."""
+    if source is None:
+        return "gguf", default_gguf()
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf", path
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise WorkbenchError(f"not a model folder (no config.json): {source}")
+        return "folder", path
+    if path.exists():
+        raise WorkbenchError(f"not a model: {source} (expected a folder, a .gguf file or a hub id)")
+    if HUB_ID.match(source) and not source.startswith((".", "~")):
+        return "hub", source
+    raise WorkbenchError(f"no such file or folder: {source}")
+
+
+def _from_pretrained(folder, dtype, trust_remote_code, device_map=None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     import engine.structured  # noqa: F401 - registers the structurally pruned model type
@@ -135,7 +174,8 @@ def _from_pretrained(folder, dtype, trust_remote_code):
         raise WorkbenchError(f"unsupported architecture: {_first_line(exc)}") from exc
     check_supported(config)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     device_map=device_map)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except WorkbenchError:
         raise

@@ -58,10 +58,13 @@ def prune_count(row_length: int, ratio: float) -> int:
     return int(round(ratio * row_length))
 
 
-def row_order(scores: torch.Tensor) -> torch.Tensor:
-    """Column indices of each row sorted by ascending score (lowest first), in the smallest int type."""
+def row_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Each element's position in its row's ascending score order (ties by column), in the smallest int
+    type: the `k` lowest-scoring weights of a row are those of rank < k."""
     order = scores.argsort(dim=1, stable=True)
-    return order.to(torch.int16 if scores.shape[1] <= torch.iinfo(torch.int16).max else torch.int32)
+    dtype = torch.int16 if scores.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
+    positions = torch.arange(scores.shape[1], device=scores.device, dtype=dtype).expand_as(order)
+    return torch.empty_like(order, dtype=dtype).scatter_(1, order, positions)
 
 
 def nm_prune_mask(scores: torch.Tensor, pattern: NMPattern) -> torch.Tensor:

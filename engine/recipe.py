@@ -11,7 +11,8 @@ from engine.choices import RECIPE_FORMAT
 
 
 
-def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | None) -> dict:
+def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: float | None,
+                pruned_ppl: float | None) -> dict:
     """Everything needed to reproduce and audit a pruned model: source, metric, allocation, data, results.
 
     Calibration sums depend on the batch size, the device and the dtype (floating-point order), so all
@@ -26,10 +27,11 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
                   "device": session.loaded.device.type},
         "metric": result.metric,
         "pattern": result.pattern,
+        "calibration": result.calibration,
         "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
                        "linear_ratios": alloc.linear_ratios},
-        "achieved": {"sparsity": result.sparsity, "blocks": block_means(session.blocks, result.linear_sparsity),
-                     "linears": result.linear_sparsity},
+        "achieved": {"sparsity": _overall(session, linear_sparsity),
+                     "blocks": block_means(session.blocks, linear_sparsity), "linears": linear_sparsity},
         "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
                  "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size,
@@ -37,6 +39,11 @@ def make_recipe(session, result, dense_ppl: float | None, pruned_ppl: float | No
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "versions": _versions(),
     }
+
+
+def _overall(session, linear_sparsity: dict[str, float]) -> float:
+    sizes = {n: lin.weight.numel() for b in session.blocks for n, lin in b.linears.items()}
+    return sum(linear_sparsity[n] * sizes[n] for n in sizes) / sum(sizes.values())
 
 
 def _versions() -> dict:

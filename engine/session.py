@@ -11,14 +11,16 @@ import torch
 from engine.allocation import Allocation, AllocationInputs, compute_allocation
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
+from engine.choices import CALIBRATION_MODES
 from engine.corpus import Splits, split_corpus, token_windows
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
 from engine.loading import LoadedModel
-from engine.metrics import METRICS, NMPattern, check_metric, parse_pattern
+from engine.metrics import NMPattern, check_metric, parse_pattern
 from engine.progress import Progress, no_progress
-from engine.pruning import Pruner, dense_copy, restore_dense
+from engine.pruning import HostBackup, MaskedPruning, Pruner
+from engine.sequential import prune_sequentially
 
 
 @dataclass(frozen=True)
@@ -26,15 +28,20 @@ class PruneResult:
     allocation: Allocation
     metric: str
     pattern: str | None
-    linear_sparsity: dict[str, float]
-    sparsity: float  # achieved, parameter-weighted over all block linears
+    calibration: str = "dense"
 
 
 class Session:
-    """Loads data lazily and keeps what does not change between prunings: token windows,
-    calibration statistics, one dense copy of the block weights, allocation inputs per metric."""
+    """Loads data lazily and keeps what does not change between prunings: token windows, calibration
+    statistics, weight ranks per metric, allocation inputs per metric.
 
-    def __init__(self, loaded: LoadedModel, data: DataConfig = DataConfig(), progress: Progress = no_progress):
+    The model's weights stay dense while it is pruned by ranks (magnitude, Wanda: `MaskedPruning`); the
+    pruners that change weights (SparseGPT, N:M, block-sequential) and `write_pruned` first copy the dense
+    block weights to the host, and `restore` puts them back. A session that is pruned once and saved
+    (`restorable=False`, the headless prune) keeps no such copy."""
+
+    def __init__(self, loaded: LoadedModel, data: DataConfig = DataConfig(), progress: Progress = no_progress,
+                 restorable: bool = True):
         self.loaded = loaded
         self.model = loaded.model
         self.data = data
@@ -44,6 +51,10 @@ class Session:
         self._pruners: dict[tuple[str, str | None], Pruner] = {}
         self._inputs: dict[str, AllocationInputs] = {}
         self._references: dict[str, DenseReference] = {}
+        self._masks: MaskedPruning | None = None
+        self.restorable = restorable
+        self._backup: HostBackup | None = None  # while the weights are pruned in place
+        self._changed = False  # the weights were changed in place with no copy kept
         self.pruned: PruneResult | None = None
         # Held around any prune-then-measure sequence when several threads share the model.
         self.lock = threading.RLock()
@@ -56,18 +67,21 @@ class Session:
     def splits(self) -> Splits:
         return split_corpus(self.data.corpus, self.data.seed)
 
-    @cached_property
-    def dense(self) -> dict[str, torch.Tensor]:
-        return dense_copy(self.blocks)
-
     def windows(self, split: str) -> torch.Tensor:
         if split not in self._windows:
             self._windows[split] = token_windows(self.loaded.tokenizer, self.splits, split,
                                                  self.data.tokens(split), self.data.seqlen)
         return self._windows[split]
 
+    def dense_weight(self, name: str) -> torch.Tensor:
+        """A block linear's dense weight, whatever the current pruning."""
+        linear = self.model.get_submodule(name)
+        if self._backup is not None:
+            return self._backup.weights[name].to(linear.weight.device)
+        return self._masks.dense[name] if self._masks is not None else linear.weight.data
+
     def calibration(self, hessians: bool = False, progress: Progress | None = None) -> CalibrationStats:
-        """Calibration statistics, computed on first use (`progress` reports tokens and may raise to stop)."""
+        """Dense calibration statistics, computed on first use (`progress` reports tokens and may raise)."""
         if self._calibration is None or (hessians and self._calibration.hessians is None):
             self.restore()
             self._calibration = calibrate(self.model, self.blocks, self.windows("calibration"), hessians=hessians,
@@ -78,7 +92,7 @@ class Session:
         key = (check_metric(metric), str(pattern) if pattern else None)
         if key not in self._pruners:
             stats = None if metric == "magnitude" else self.calibration(metric == "sparsegpt", progress)
-            self._pruners[key] = Pruner(self.blocks, self.dense, metric, stats, pattern)
+            self._pruners[key] = Pruner(self.blocks, metric, stats, pattern, dense=self.dense_weight)
         return self._pruners[key]
 
     def allocation_inputs(self, metric: str, progress: Progress | None = None) -> AllocationInputs:
@@ -86,7 +100,7 @@ class Session:
         score_metric = _score_metric(metric)
         if score_metric not in self._inputs:
             scorer = self.pruner(score_metric, progress=progress)
-            self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense, scorer.scores,
+            self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense_weight, scorer.scores,
                                                           seed=self.data.seed, sample_size=self.data.sample_size)
         return self._inputs[score_metric]
 
@@ -99,15 +113,59 @@ class Session:
         return compute_allocation(method, target, self.allocation_inputs(metric))
 
     def prune(self, allocation: Allocation, metric: str, pattern: NMPattern | None = None,
-              progress: Progress | None = None) -> PruneResult:
+              progress: Progress | None = None, calibration: str = "dense") -> PruneResult:
+        """Prune to the allocation: by ranks without touching the weights where the metric allows, in place
+        otherwise. `calibration` "sequential" prunes block by block from the pruned prefix's outputs."""
+        if calibration not in CALIBRATION_MODES:
+            raise WorkbenchError(f"unknown calibration '{calibration}'; use one of {', '.join(CALIBRATION_MODES)}")
         if pattern is not None and any(abs(r - pattern.ratio) > 1e-9 for r in allocation.linear_ratios.values()):
             raise WorkbenchError(f"an {pattern} pattern prunes every layer to {pattern.ratio:g}: use the uniform "
                                  f"allocation at sparsity {pattern.ratio:g}")
-        achieved = self.pruner(metric, pattern, progress).apply(allocation.linear_ratios, progress or self.progress)
-        params = {n: self.dense[n].numel() for n in achieved}
-        overall = sum(achieved[n] * params[n] for n in achieved) / sum(params.values())
-        self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, achieved, overall)
+        ratios = allocation.linear_ratios
+        progress = progress or self.progress
+        if calibration == "sequential":
+            self.restore()
+            self._keep_dense()
+            prune_sequentially(self.model, self.blocks, self.windows("calibration"), ratios, check_metric(metric),
+                               pattern, self.data.batch_size, progress)
+        else:
+            pruner = self.pruner(metric, pattern, progress)
+            self.restore()
+            if pruner.masked:
+                pruner.prepare()
+                self._masks = MaskedPruning(self.blocks, pruner, ratios)
+            else:
+                self._keep_dense()
+                pruner.prune_in_place(ratios, progress)
+        self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, calibration)
         return self.pruned
+
+    def write_pruned(self) -> None:
+        """Put the pruned weights into the model's parameters (to save them); `restore` still undoes it."""
+        if self._masks is not None:
+            self._keep_dense()
+            self._masks.write()
+            self._masks = None
+
+    def _keep_dense(self) -> None:
+        """Before the weights change in place: a host copy to restore them, or note there is none."""
+        if self.restorable:
+            self._backup = HostBackup(self.blocks)
+        else:
+            self._changed = True
+
+    def achieved(self) -> dict[str, float]:
+        """Sparsity reached per block linear: zeros counted in the weights as pruned (the model's own exact
+        zeros included)."""
+        out = {}
+        with torch.no_grad():
+            for b in self.blocks:
+                for name, lin in b.linears.items():
+                    weight = lin.weight.data
+                    if self._masks is not None:
+                        weight = self._masks.pruner.pruned(name, self._masks.dense[name], self._masks.ratios[name])
+                    out[name] = int((weight == 0).sum()) / weight.numel()
+        return out
 
     def score(self, method: str, target: float, metric: str, split: str = "evaluation",
               progress: Progress | None = None) -> tuple[Allocation, float]:
@@ -118,10 +176,16 @@ class Session:
             return allocation, self.perplexity(split, progress=progress)
 
     def restore(self) -> None:
-        """Put the dense weights back (no-op when nothing is pruned)."""
-        if self.pruned is not None:
-            restore_dense(self.blocks, self.dense)
-            self.pruned = None
+        """Dense weights again (no-op when nothing is pruned)."""
+        if self._changed:
+            raise WorkbenchError("the dense weights were pruned in place and not kept (a session for one pruning)")
+        if self._masks is not None:
+            self._masks.remove()
+            self._masks = None
+        if self._backup is not None:
+            self._backup.restore()
+            self._backup = None
+        self.pruned = None
 
     def perplexity(self, split: str = "evaluation", progress: Progress | None = None) -> float:
         return perplexity(self.model, self.windows(split), batch_size=self.data.batch_size,
@@ -134,7 +198,8 @@ class Session:
             self._references[split] = DenseReference(self.model, self.windows(split), batch_size=self.data.batch_size,
                                                       progress=progress or self.progress)
             if pruned is not None:
-                self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern))
+                self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern),
+                           calibration=pruned.calibration)
         return self._references[split]
 
     def kl(self, split: str = "evaluation", progress: Progress | None = None) -> float:
@@ -143,13 +208,12 @@ class Session:
     def cache_bytes(self) -> dict[str, int]:
         """Memory held by the caches that make re-pruning cheap, by cache."""
         tensors = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
-        out = {"dense weights": tensors(self.dense.values()) if "dense" in self.__dict__ else 0,
-               "row orders": sum(p.order_bytes() for p in self._pruners.values()),
-               "calibration": self._calibration.nbytes() if self._calibration else 0,
-               "block samples": sum(tensors(s.matrix for s in i.samples) for i in self._inputs.values()
-                                    if "samples" in i.__dict__),
-               "dense references": sum(r.nbytes for r in self._references.values())}
-        return out
+        return {"row ranks": sum(p.rank_bytes() for p in self._pruners.values()),
+                "calibration": self._calibration.nbytes() if self._calibration else 0,
+                "block samples": sum(tensors(s.matrix for s in i.samples) for i in self._inputs.values()
+                                     if "samples" in i.__dict__),
+                "dense references": sum(r.nbytes for r in self._references.values()),
+                "host copy of the dense weights": self._backup.nbytes if self._backup else 0}
 
 
 def _score_metric(metric: str) -> str:
@@ -157,4 +221,4 @@ def _score_metric(metric: str) -> str:
     return "magnitude" if check_metric(metric) == "magnitude" else "wanda"
 
 
-__all__ = ["METRICS", "DataConfig", "PruneResult", "Session"]
+__all__ = ["DataConfig", "PruneResult", "Session"]

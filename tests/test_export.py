@@ -76,6 +76,28 @@ def test_replay_uses_the_recorded_batch_size(tmp_path, tiny_model_dir, tiny_data
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sequential_calibration_is_recorded_and_replayed(tmp_path, tiny_model_dir):
+    first, second, dense = tmp_path / "a", tmp_path / "b", tmp_path / "d"
+    for out, mode in ((first, "sequential"), (dense, "dense")):
+        assert main(["export", "--model", str(tiny_model_dir), "--metric", "sparsegpt", "--sparsity", "0.5",
+                     "--calibration", mode, "--out", str(out), *TINY]) == 0
+    assert read_recipe_file(first)["calibration"] == "sequential"
+    assert main(["export", "--recipe", str(first / "pruning.json"), "--out", str(second), "--quiet"]) == 0
+    a, b, d = tensors(first), tensors(second), tensors(dense)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], d[k]) for k in a)  # the pruned prefix changes later blocks' statistics
+
+
+def test_device_map_loads_and_prunes_the_same(tmp_path, tiny_model_dir):
+    outs = []
+    for extra in ([], ["--device-map", "auto"]):
+        out = tmp_path / f"m{len(extra)}"
+        assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *TINY,
+                     *extra]) == 0
+        outs.append(tensors(out))
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
 def test_replay_refuses_another_model(tmp_path, tiny_model_dir):
     out = tmp_path / "a"
     assert main(["export", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *TINY]) == 0

@@ -5,39 +5,107 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.metrics import NMPattern, nm_prune_mask, parse_pattern, prune_count
-from engine.sparsegpt import sparsegpt_prune_
+from engine.allocation import Allocation
+from engine.blocks import BlockRunner
 from engine.errors import WorkbenchError
+from engine.metrics import NMPattern, nm_prune_mask, parse_pattern, prune_count
+from engine.session import Session
+from engine.sparsegpt import sparsegpt_prune_
+
+
+def per_linear(session, ratios_by_position) -> Allocation:
+    ratios = {name: ratios_by_position[j] for b in session.blocks for j, name in enumerate(b.linears)}
+    return Allocation("custom", 0.5, ratios, ())
 
 
 @pytest.mark.parametrize("metric", ["wanda", "magnitude"])
 def test_unstructured_masks_prune_exactly_the_fraction_of_every_row(tiny_session, metric):
-    ratios = {}
-    for block in tiny_session.blocks:
-        for j, name in enumerate(block.linears):
-            ratios[name] = [0.1, 0.33, 0.5, 0.61, 0.7, 0.8, 0.9][j]
-    tiny_session.pruner(metric).apply(ratios)
+    allocation = per_linear(tiny_session, [0.1, 0.33, 0.5, 0.61, 0.7, 0.8, 0.9])
+    tiny_session.prune(allocation, metric)
+    tiny_session.write_pruned()
     for block in tiny_session.blocks:
         for name, lin in block.linears.items():
             zeros = (lin.weight == 0).sum(dim=1)
-            assert torch.all(zeros == prune_count(lin.in_features, ratios[name])), name
+            assert torch.all(zeros == prune_count(lin.in_features, allocation.linear_ratios[name])), name
+    assert tiny_session.achieved() == {n: (lin.weight == 0).sum().item() / lin.weight.numel()
+                                       for b in tiny_session.blocks for n, lin in b.linears.items()}
 
 
 def test_wanda_prunes_the_lowest_scores_of_each_row(tiny_session):
     name, lin = next(iter(tiny_session.blocks[1].linears.items()))
-    pruner = tiny_session.pruner("wanda")
-    scores = pruner.scores(name)
-    pruner.apply({n: 0.5 for n in pruner.linears})
+    scores = tiny_session.pruner("wanda").scores(name)
+    tiny_session.prune(tiny_session.allocate("uniform", 0.5), "wanda")
+    tiny_session.write_pruned()
     pruned = lin.weight == 0
     for row in range(lin.out_features):
         assert scores[row][pruned[row]].max() <= scores[row][~pruned[row]].min()
+
+
+def test_masked_pruning_leaves_the_weights_dense_and_forwards_as_the_written_model(tiny_session):
+    dense = {n: lin.weight.clone() for b in tiny_session.blocks for n, lin in b.linears.items()}
+    x = tiny_session.windows("evaluation")[:2]
+    dense_logits = tiny_session.model(x).logits
+    tiny_session.prune(tiny_session.allocate("owl", 0.7), "wanda")
+    masked = tiny_session.model(x).logits
+    assert all(torch.equal(lin.weight, dense[n]) for b in tiny_session.blocks for n, lin in b.linears.items())
+    assert not torch.equal(masked, dense_logits)
+    tiny_session.write_pruned()
+    assert torch.equal(tiny_session.model(x).logits, masked)
+    assert tiny_session.cache_bytes()["host copy of the dense weights"] > 0
+    tiny_session.restore()
+    assert all(torch.equal(lin.weight, dense[n]) for b in tiny_session.blocks for n, lin in b.linears.items())
+    assert torch.equal(tiny_session.model(x).logits, dense_logits)
+
+
+def test_a_forward_that_fails_inside_a_block_leaves_no_pruned_weight_behind(tiny_session):
+    dense = {n: lin.weight.clone() for b in tiny_session.blocks for n, lin in b.linears.items()}
+    tiny_session.prune(tiny_session.allocate("uniform", 0.6), "wanda")
+    broken = tiny_session.blocks[1].module.mlp.register_forward_pre_hook(lambda m, a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tiny_session.model(tiny_session.windows("evaluation")[:1])
+    broken.remove()
+    tiny_session.restore()
+    assert all(torch.equal(lin.weight, dense[n]) for b in tiny_session.blocks for n, lin in b.linears.items())
+
+
+def test_block_runner_gives_the_models_own_hidden_states(tiny_session):
+    x = tiny_session.windows("calibration")[:5]
+    runner = BlockRunner(tiny_session.model, tiny_session.blocks, x, batch_size=2)  # batches of 2, 2, 1
+    runner.start()
+    for i in range(len(tiny_session.blocks)):
+        runner.run(i)
+    with torch.no_grad():
+        expected = tiny_session.model.model(input_ids=x).last_hidden_state
+        got = tiny_session.model.model.norm(torch.cat(runner.hidden))
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["magnitude", "wanda", "sparsegpt"])
+def test_sequential_pruning_matches_dense_where_it_must_and_holds_no_dense_statistics(tiny_session, metric):
+    allocation = tiny_session.allocate("uniform", 0.5, "magnitude")
+    tiny_session.prune(allocation, metric)
+    tiny_session.write_pruned()
+    dense_masks = {n: lin.weight == 0 for b in tiny_session.blocks for n, lin in b.linears.items()}
+    tiny_session.restore()
+    fresh = Session(tiny_session.loaded, tiny_session.data)
+    fresh.prune(allocation, metric, calibration="sequential")
+    assert fresh._calibration is None  # no model-wide statistics, let alone every Hessian at once
+    masks = {n: lin.weight == 0 for b in fresh.blocks for n, lin in b.linears.items()}
+    first = list(fresh.blocks[0].linears)
+    later = [n for b in fresh.blocks[1:] for n in b.linears]
+    # block 0 sees the same inputs either way; later blocks see the pruned prefix (not magnitude: no inputs)
+    assert all(torch.equal(masks[n], dense_masks[n]) for n in first)
+    same_later = all(torch.equal(masks[n], dense_masks[n]) for n in later)
+    assert same_later == (metric == "magnitude")
+    assert fresh.pruned.calibration == "sequential"
+    fresh.restore()
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4"])
 def test_nm_masks_are_valid(tiny_session, pattern):
     nm = parse_pattern(pattern)
     allocation = tiny_session.allocate("uniform", nm.ratio)
-    tiny_session.prune(allocation, "wanda", nm)
+    tiny_session.prune(allocation, "wanda", nm)  # in place
     for block in tiny_session.blocks:
         for lin in block.linears.values():
             groups = (lin.weight == 0).reshape(lin.out_features, -1, nm.m).sum(dim=2)

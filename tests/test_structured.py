@@ -93,7 +93,7 @@ def test_levels_are_nested_and_obs_beats_dropping_columns(built):
     for level in range(1, db.shapes.heads + 1):
         assert set(db.heads[0][level]) <= set(db.heads[0][level - 1])
     name = "model.layers.1.mlp.down_proj"
-    dense = session.dense[name].double()
+    dense = session.dense_weight(name).double()
     h = stats.hessians[name].double()
     kept, updated = db.weights(1, "mlp", 5)
     obs = torch.zeros_like(dense)

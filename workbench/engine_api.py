@@ -67,18 +67,20 @@ def user_errors(fn):
 
 class EngineAPI:
     def __init__(self, model: str | None = None, data: DataConfig = DataConfig(), *, dtype: str = "auto",
-                 device: str = "auto"):
+                 device: str = "auto", device_map: str | None = None):
         self.model_source = model
         self.data = data
         self.dtype = dtype
         self.device = device
+        self.device_map = device_map
         self.session: Session | None = None
         self.searches: list[SearchController] = []
 
     @user_errors
     def load(self, status: Callable[[str], None], progress: Progress = no_progress) -> ModelInfo:
         """Load the model; `progress` hears of later long work on it (calibration, in tokens)."""
-        loaded = load_model(self.model_source, dtype=self.dtype, device=self.device, status=status)
+        loaded = load_model(self.model_source, dtype=self.dtype, device=self.device, device_map=self.device_map,
+                            status=status)
         cores = os.cpu_count() or 1
         if loaded.device.type == "cpu" and cores > 1:
             torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once

@@ -10,8 +10,10 @@ from engine.search import events as ev
 from engine.search.controller import SearchController
 from engine.search.search import SearchSettings
 from engine.search.start import search_controller, stored_settings
+from engine.search.store import RunStore
 from workbench.console import ProgressBars, print_result
 from workbench.options import data_config, devices
+from workbench.preflight import check_plan
 
 
 def settings_from(args) -> SearchSettings:
@@ -92,9 +94,10 @@ def search(args) -> int:
     bars = ProgressBars(not args.quiet)
     run = args.resume or args.run
     printer = EventPrinter(0, args.quiet)
-    controller = search_controller(run, settings, devices=devices(args.devices), dtype=args.dtype, on_event=printer,
-                                   progress=bars, status=bars.status)
-    active = settings or stored_settings(controller.store)
+    active = settings or stored_settings(RunStore(run))
+    check_plan(args, "search", active.model, metric=active.metric, fitness=active.fitness)
+    controller = search_controller(run, settings, devices=devices(args.devices), dtype=args.dtype,
+                                   device_map=args.device_map, on_event=printer, progress=bars, status=bars.status)
     printer.total = active.population * active.generations
     stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
     if stopped is not None:

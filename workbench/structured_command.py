@@ -13,6 +13,7 @@ from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Structure, uniform
 from workbench.console import ProgressBars, print_result
 from workbench.options import data_config
+from workbench.preflight import check_plan
 from workbench.search_command import run_in_foreground
 
 
@@ -23,6 +24,7 @@ def structured(args) -> int:
 def build_db(args) -> int:
     bars = ProgressBars(not args.quiet)
     source = RunSource(args.model, data_config(args), args.mlp_levels)
+    check_plan(args, "structured", args.model)
     db = build_run_database(args.run, source, dtype=args.dtype, device=args.device, progress=bars,
                             status=bars.status)
     size = folder_bytes(db.folder)
@@ -66,6 +68,8 @@ def search(args) -> int:
         settings = StructuredSettings(target=args.target_params, generations=args.generations,
                                       offspring=args.offspring, stages=parse_stages(args.stages),
                                       one_shot=args.one_shot, lr=args.lr, seed=args.search_seed)
+    source = StructuredRun(args.run).source()
+    check_plan(args, "structured", source.model, data=source.data)
     controller = structured_controller(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
                                        device=args.device, progress=bars, status=bars.status)
     stopped = run_in_foreground(controller, bars, args, args.run,
@@ -88,6 +92,8 @@ def export(args) -> int:
     if args.finetune_tokens < 0:
         raise WorkbenchError(f"--finetune-tokens must be >= 0 (got {args.finetune_tokens})")
     run = StructuredRun(args.run)
+    source = run.source()
+    check_plan(args, "structured", source.model, data=source.data)
     workspace = open_workspace(args.run, lr=args.lr, dtype=args.dtype, device=args.device, progress=bars,
                                status=bars.status)
     if args.structure:

@@ -33,9 +33,9 @@ class Allocation:
 
 class AllocationInputs:
     """What allocations read from a model, computed once: element scores, block samples,
-    outlier fractions, heavy-tail exponents. `dense` maps linear names to dense weights."""
+    outlier fractions, heavy-tail exponents. `dense(name)` is a linear's dense weight."""
 
-    def __init__(self, blocks: list[Block], dense: dict[str, torch.Tensor], scores: Callable[[str], torch.Tensor],
+    def __init__(self, blocks: list[Block], dense: Callable[[str], torch.Tensor], scores: Callable[[str], torch.Tensor],
                  *, seed: int = 0, sample_size: int = DEFAULT_SAMPLE_SIZE):
         self.blocks = blocks
         self.dense = dense
@@ -71,7 +71,7 @@ class AllocationInputs:
     @cached_property
     def alphas(self) -> list[float]:
         """AlphaPruning: per block, the mean Hill estimate of the power-law exponent of each W^T W spectrum."""
-        return [sum(hill_alpha(self.dense[n]) for n in b.linears) / len(b.linears) for b in self.blocks]
+        return [sum(hill_alpha(self.dense(n)) for n in b.linears) / len(b.linears) for b in self.blocks]
 
 
 def hill_alpha(weight: torch.Tensor) -> float:

@@ -27,13 +27,14 @@ def stored_settings(store: RunStore) -> SearchSettings:
 
 
 def search_controller(run: str, settings: SearchSettings | None = None, *, devices: list[str] | None = None,
-                      dtype: str = "auto", session: Session | None = None,
+                      dtype: str = "auto", device_map: str | None = None, session: Session | None = None,
                       on_event: Callable[[object], None] = lambda e: None, progress: Progress = no_progress,
                       status: Callable[[str], None] = lambda m: None) -> SearchController:
     """A new search in `run` (settings given) or the one stored there (settings None: resume).
 
     `session`: evaluate on this already loaded model (the TUI's); otherwise one model copy and
-    evaluator per device in `devices` (e.g. every visible GPU), default one on the auto device."""
+    evaluator per device in `devices` (e.g. every visible GPU), default one on the auto device, or one
+    model spread over every GPU with `device_map`."""
     store = RunStore(run)
     if settings is None:
         settings = stored_settings(store)
@@ -50,8 +51,8 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, devic
 
         sessions = [session] if session is not None else []
         for device in ([] if session is not None else devices or ["auto"]):
-            sessions.append(Session(load_model(settings.model, dtype=dtype, device=device, status=status),
-                                    settings.data, progress=progress))
+            sessions.append(Session(load_model(settings.model, dtype=dtype, device=device, device_map=device_map,
+                                               status=status), settings.data, progress=progress))
             control.checkpoint()
         evaluators = [SessionEvaluator(s, settings.sparsity, settings.metric, settings.fitness) for s in sessions]
         evaluator = evaluators[0] if len(evaluators) == 1 else ParallelEvaluator(evaluators)
