@@ -31,7 +31,8 @@ from engine.search.control import Control  # noqa: E402
 from engine.session import Session  # noqa: E402
 from engine.structured.compact import parameter_count  # noqa: E402
 from engine.structured.export import export_structure  # noqa: E402
-from engine.structured.run import RunSource, StructuredRun, Workspace, build_run_database  # noqa: E402
+from engine.structured.run import (RunSource, StructuredEvaluator, StructuredRun, Workspace,  # noqa: E402
+                                   build_run_database)
 from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages  # noqa: E402
 from engine.structured.structure import Structure, uniform  # noqa: E402
 
@@ -81,8 +82,8 @@ def main() -> None:
                 print(f"  {name} generation {event.generation}: winner KL {event.best:.5f}", flush=True)
 
         t1 = time.perf_counter()
-        search = StructuredSearch(settings, db.shapes, store, workspace.evaluate, fractions=db.block_fractions,
-                                  on_event=on_event)
+        search = StructuredSearch(settings, db.shapes, store, StructuredEvaluator(workspace, settings),
+                                  fractions=db.block_fractions, on_event=on_event)
         best = search.run(Control()).best
         print(f"{name}: {search.state['evaluated']} evaluations in {time.perf_counter() - t1:.0f} s; "
               f"best {best.text}", flush=True)

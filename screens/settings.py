@@ -24,6 +24,8 @@ class SearchParams:
     generations: int = DEFAULT_GENERATIONS
     run: str = DEFAULT_RUN
     resume: bool = False
+    cluster: str = ""  # "": candidates on the loaded model; "local" or a Ray address: on Ray workers
+    workers: int = 0  # 0: the cluster's default (one per GPU)
 
 
 class SettingsScreen(ModalScreen[SearchParams | None]):
@@ -54,6 +56,10 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Input(str(p.generations), id="generations")
                 yield Label("run folder")
                 yield Input(p.run, id="run")
+                yield Label("cluster (Ray)")
+                yield Input(p.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
+                yield Label("workers")
+                yield Input(str(p.workers or ""), placeholder="one per GPU", id="workers")
                 yield Label("resume that run")
                 yield Select([("no, start a new run", False), ("yes, continue it", True)], value=p.resume,
                              allow_blank=False, id="resume")
@@ -73,9 +79,10 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
         try:
             sparsity = float(value("sparsity"))
             population, generations = int(value("population")), int(value("generations"))
+            workers = int(value("workers") or 0)
         except ValueError:
-            self.query_one("#settings-error", Static).update("sparsity must be a number; population and "
-                                                            "generations whole numbers")
+            self.query_one("#settings-error", Static).update("sparsity must be a number; population, generations "
+                                                            "and workers whole numbers")
             return
         if not 0 < sparsity < 1 or population < 2 or generations < 1 or not value("run").strip():
             self.query_one("#settings-error", Static).update(
@@ -83,4 +90,5 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
             return
         self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
                              strategy=value("strategy"), population=population, generations=generations,
-                             run=value("run").strip(), resume=value("resume")))
+                             run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
+                             workers=max(0, workers)))

@@ -78,24 +78,34 @@ def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     assert len({c.text for c in log}) == len(log)  # no duplicate candidates
 
 
-def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, uninterrupted):
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())
+def resume_command(run, *extra):
+    return [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet", *extra]
+
+
+def same_run(run, reference) -> bool:
+    return ([(c.text, c.fitness, c.reason) for c in RunStore(run).candidates()] ==
+            [(c.text, c.fitness, c.reason) for c in RunStore(reference).candidates()]
+            and population(run) == population(reference))
+
+
+def interrupted(run, tiny_model_dir, sig: int, lines: int = 7) -> subprocess.Popen:
+    """A CLI search sent `sig` once its log has `lines` lines."""
+    proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(), text=True)
     log = run / "candidates.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if log.exists() and len(log.read_text().splitlines()) >= 7:
-            break
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= lines):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    return proc
+
+
+def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, uninterrupted):
+    run = tmp_path / "killed"
+    interrupted(run, tiny_model_dir, signal.SIGKILL).communicate()
     assert not (run / "final.json").exists(), "the run finished before it could be killed"
-    resume = [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet"]
-    subprocess.run(resume, check=True, capture_output=True, env=_env())
-    assert population(run) == population(uninterrupted)
-    killed_log = [(c.text, c.fitness) for c in RunStore(run).candidates()]
-    assert killed_log == [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
+    subprocess.run(resume_command(run), check=True, capture_output=True, env=_env())
+    assert same_run(run, uninterrupted)
 
 
 KILL_AT = {
@@ -134,40 +144,90 @@ def test_a_kill_at_each_point_of_a_search_then_resume_gives_the_same_log(point, 
         subprocess.run(cli_search(run, tiny_model_dir), check=True, capture_output=True, env=_env())
     else:
         assert (run / "run.json").exists() and (run / "state.json").exists()
-        resume = [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet"]
-        subprocess.run(resume, check=True, capture_output=True, env=_env())
+        subprocess.run(resume_command(run), check=True, capture_output=True, env=_env())
     assert (run / "candidates.jsonl").read_text().count("\n") == 20
-    assert [(c.text, c.fitness, c.reason) for c in RunStore(run).candidates()] == \
-        [(c.text, c.fitness, c.reason) for c in RunStore(uninterrupted).candidates()]
-    assert population(run) == population(uninterrupted)
+    assert same_run(run, uninterrupted)
 
 
 def test_ctrl_c_stops_after_the_candidate_then_resume_finishes_the_same(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "interrupted"
-    proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=_env(), text=True)
-    log = run / "candidates.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 7):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc = interrupted(run, tiny_model_dir, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in out
     state = json.loads((run / "state.json").read_text())
-    assert len(log.read_text().splitlines()) == state["logged"] and not state["done"]
-    resume = [sys.executable, "-m", "workbench.cli", "search", "--resume", str(run), "--device", "cpu", "--quiet"]
-    subprocess.run(resume, check=True, capture_output=True, env=_env())
+    assert len((run / "candidates.jsonl").read_text().splitlines()) == state["logged"] and not state["done"]
+    subprocess.run(resume_command(run), check=True, capture_output=True, env=_env())
     assert population(run) == population(uninterrupted)
 
 
-def test_parallel_evaluators_give_the_same_run_as_one(tmp_path, tiny_model_dir, uninterrupted):
-    run = tmp_path / "two-devices"
-    subprocess.run(cli_search(run, tiny_model_dir, "--devices", "cpu,cpu"), check=True, capture_output=True,
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray  # in the test extra: never skipped
+
+    yield ray
+    ray.shutdown()
+
+
+def test_a_cluster_of_two_workers_gives_the_single_device_run(tmp_path, tiny_model_dir, uninterrupted):
+    run = tmp_path / "cluster"
+    subprocess.run(cli_search(run, tiny_model_dir, "--cluster", "local", "--workers", "2"), check=True,
+                   capture_output=True, env=_env())
+    assert same_run(run, uninterrupted)
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_scored_twice(ray_session, tmp_path, uninterrupted):
+    from engine.search.start import search_controller, stored_settings
+
+    settings = stored_settings(RunStore(uninterrupted))
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if isinstance(event, ev.CandidateScored) and sum(isinstance(e, ev.CandidateScored) for e in seen) == 4:
+            ray_session.kill(controller.search.evaluator.actors[0])  # mid-run, from the search thread
+
+    controller = search_controller(str(tmp_path / "run"), settings, cluster="local", workers=2, on_event=on_event)
+    controller.start()
+    assert controller.join(300) and controller.state == "finished", seen[-1]
+    assert same_run(tmp_path / "run", uninterrupted)
+    workers = [e for e in seen if isinstance(e, ev.WorkersChanged)]
+    assert workers[0].total == 2 and workers[-1].failed == 1
+    assert any(w.starting == 1 for w in workers)  # a replacement was started (it joins once it has loaded)
+
+
+def test_stop_during_parallel_evaluation_then_resume_on_one_device(ray_session, tmp_path, tiny_model_dir,
+                                                                     uninterrupted):
+    from engine.search.start import search_controller, stored_settings
+
+    settings = stored_settings(RunStore(uninterrupted))
+    seen = []
+    controller = search_controller(str(tmp_path / "run"), settings, cluster="local", workers=2, on_event=seen.append)
+    controller.start()
+    assert wait_for(lambda: sum(isinstance(e, ev.CandidateScored) for e in seen) >= 3, timeout=300)
+    t0 = time.monotonic()
+    controller.stop()
+    assert controller.join(10) and time.monotonic() - t0 < 5
+    assert controller.state == "stopped" and seen[-1].resumable
+    subprocess.run(resume_command(tmp_path / "run"), check=True, capture_output=True, env=_env())
+    assert same_run(tmp_path / "run", uninterrupted)
+
+
+def test_a_single_device_run_resumed_on_the_cluster(tmp_path, tiny_model_dir, uninterrupted):
+    run = tmp_path / "run"
+    interrupted(run, tiny_model_dir, signal.SIGKILL).communicate()
+    subprocess.run(resume_command(run, "--cluster", "local", "--workers", "2"), check=True, capture_output=True,
                    env=_env())
-    assert population(run) == population(uninterrupted)
-    assert [(c.text, c.fitness) for c in RunStore(run).candidates()] == \
-        [(c.text, c.fitness) for c in RunStore(uninterrupted).candidates()]
+    assert same_run(run, uninterrupted)
+
+
+def test_an_unreachable_cluster_is_one_line(capsys, tmp_path, tiny_model_dir):
+    from workbench.cli import main
+
+    code = main(cli_search(tmp_path / "run", tiny_model_dir, "--cluster", "127.0.0.1:1")[3:])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_new_search_refuses_an_existing_run_and_foreign_folders(tmp_path, uninterrupted):

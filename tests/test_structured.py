@@ -233,10 +233,26 @@ def test_kill_9_then_resume_gives_the_same_search(built, searched, tmp_path):
     assert json.loads((run / "final.json").read_text()) == json.loads((searched / "final.json").read_text())
 
 
+def test_a_cluster_of_two_workers_gives_the_single_device_search(built, tmp_path):
+    """CPU workers compute with the one core Ray gives each: the single-device run they equal uses one
+    thread too (float reductions depend on how many threads split them)."""
+    _, _, folder = built
+    single, cluster = tmp_path / "single", tmp_path / "cluster"
+    for run in (single, cluster):
+        shutil.copytree(folder, run)
+    subprocess.run(cli_search(single), check=True, capture_output=True, env={**_env(), "OMP_NUM_THREADS": "1"})
+    subprocess.run(cli_search(cluster, "--cluster", "local", "--workers", "2"), check=True, capture_output=True,
+                   env=_env())
+    rows = lambda r: [(c.text, c.stage, c.fitness) for c in StructuredRun(r).store.candidates()]  # noqa: E731
+    assert rows(cluster) == rows(single)
+    assert json.loads((cluster / "final.json").read_text()) == json.loads((single / "final.json").read_text())
+
+
 def test_stop_during_a_fine_tune_responds_within_a_second(built, tmp_path):
     import threading
 
     from engine.search.controller import SearchController
+    from engine.search.core import attempt
     from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages
 
     session, db, _ = built
@@ -252,7 +268,13 @@ def test_stop_during_a_fine_tune_responds_within_a_second(built, tmp_path):
             check(stage, done, total)
         return workspace.evaluate(structure, finetune_tokens, fitness_tokens, watched)
 
-    controller = SearchController(lambda control: StructuredSearch(settings, db.shapes, store, evaluate), store,
+    class Scorer:
+        workers = 1
+
+        def evaluate(self, texts, check, stage):
+            return [attempt(lambda: (evaluate(Structure.parse(t, db.shapes), 4096, 128, check), ())) for t in texts]
+
+    controller = SearchController(lambda control: StructuredSearch(settings, db.shapes, store, Scorer()), store,
                                   lambda e: None)
     controller.start()
     assert in_finetune.wait(60)

@@ -112,6 +112,7 @@ class WorkbenchApp(App):
         self.best_curve: list[float] = []
         self.median_curve: list[float] = []
         self.scored_times: list[float] = []
+        self.cluster_workers: ev.WorkersChanged | None = None  # (App.workers is Textual's worker manager)
         self.best: ScoredCandidate | None = None
         self.status_text = "loading model…"
         self.structured_controller = None
@@ -159,8 +160,11 @@ class WorkbenchApp(App):
         if recent:
             rate = f" | {len(recent)} cand/min"
         best = f" | best {self.best.fitness:.3f}" if self.best else ""
+        w = self.cluster_workers
+        starting = f", {w.starting} starting" if w and w.starting else ""
+        workers = f" | workers {w.total} ({w.busy} busy, {w.failed} failed{starting})" if w else ""
         return (f"{model} | {p.metric} | target {p.sparsity:g} | fitness {p.fitness} | search: {self.search_state}"
-                f"{rate}{best} | {self.api.memory()}\n{self.status_text}")
+                f"{workers}{rate}{best} | {self.api.memory()}\n{self.status_text}")
 
     # -- bindings --------------------------------------------------------------------------------
     def structured_active(self) -> bool:
@@ -523,6 +527,8 @@ class WorkbenchApp(App):
                                 + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + f" | {c.text}")
         elif isinstance(event, ev.CandidateStarted):
             self.status_text = f"evaluating candidate {event.index + 1}: {event.text}"
+        elif isinstance(event, ev.WorkersChanged):
+            self.cluster_workers = event
         elif isinstance(event, ev.GenerationDone) and event.best is not None:
             self.generations.append(event.generation)
             self.best_curve.append(event.best)

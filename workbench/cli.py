@@ -129,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
     g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
                    help="a function to place in the first population (repeatable)")
-    g.add_argument("--devices", default=None,
-                   help="comma-separated devices evaluating candidates in parallel, or 'all' for every "
-                        "visible GPU (default: one device)")
+    _cluster_args(se)
     _output_args(se)
     _plan_parser(sub)
     _structured_parser(sub)
@@ -201,6 +199,7 @@ def _structured_parser(sub) -> None:
                    help=f"AdamW learning rate of the stage fine-tunes (default {DEFAULT_LR:g})")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the mutations (default 0)")
     _device_args(se)
+    _cluster_args(se)
     _output_args(se)
 
     ex = steps.add_parser("export", help="write the smaller model (best structure of the search by default)",
@@ -281,6 +280,16 @@ def _prune_args(p) -> None:
                    help="dense: statistics of the dense model in one pass (default); sequential: block by block, "
                         "each from the output of the pruned blocks before it, one block's statistics (and "
                         "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
+
+
+def _cluster_args(p) -> None:
+    g = p.add_argument_group("parallel candidates (needs pip install 'dsa-workbench[cluster]')")
+    g.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="score candidates on Ray workers, each holding the model: 'local' for this box (one "
+                        "worker per GPU, or --workers CPU workers), or a cluster such as ray://head:10001; the "
+                        "run folder, log and checkpoints stay here, and the log is the one a single device gives")
+    g.add_argument("--workers", type=int, default=None,
+                   help="how many Ray workers (default: one per GPU of the cluster, or 1 without GPUs)")
 
 
 def _output_args(p) -> None:

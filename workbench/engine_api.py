@@ -140,8 +140,10 @@ class EngineAPI:
             sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
             population=params.population, generations=params.generations, seeds=tuple(seeds),
             model=session.loaded.source, data=self.data)
-        controller = search_controller(params.run, settings, session=session, on_event=on_event, progress=progress,
-                                       status=status)
+        cluster = params.cluster or None  # with a cluster the workers load the model themselves
+        controller = search_controller(params.run, settings, session=None if cluster else session, cluster=cluster,
+                                       workers=params.workers or None, dtype=self.dtype, on_event=on_event,
+                                       progress=progress, status=status)
         return self._started(controller)
 
     @user_errors

@@ -15,14 +15,12 @@ def data_config(args) -> DataConfig:
     return DataConfig(corpus=args.corpus, seed=args.seed, **values)
 
 
-def devices(spec: str | None) -> list[str] | None:
-    """--devices: None (one device), 'all' (every visible GPU) or a comma-separated list."""
-    if spec is None:
-        return None
-    if spec == "all":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise WorkbenchError("--devices all: no CUDA device is visible")
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return [d.strip() for d in spec.split(",") if d.strip()]
+def cluster_options(args) -> tuple[str | None, int | None]:
+    """--cluster and --workers, checked together."""
+    if args.workers is not None and not args.cluster:
+        raise WorkbenchError("--workers needs --cluster (e.g. --cluster local)")
+    if args.workers is not None and args.workers < 1:
+        raise WorkbenchError(f"--workers must be at least 1 (got {args.workers})")
+    if args.cluster and getattr(args, "device_map", None):
+        raise WorkbenchError("--cluster and --device-map do not go together: each Ray worker holds a whole model")
+    return args.cluster, args.workers

@@ -12,7 +12,7 @@ from engine.search.search import SearchSettings
 from engine.search.start import search_controller, stored_settings
 from engine.search.store import RunStore
 from workbench.console import ProgressBars, print_result
-from workbench.options import data_config, devices
+from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 
 
@@ -96,8 +96,10 @@ def search(args) -> int:
     printer = EventPrinter(0, args.quiet)
     active = settings or stored_settings(RunStore(run))
     check_plan(args, "search", active.model, metric=active.metric, fitness=active.fitness)
-    controller = search_controller(run, settings, devices=devices(args.devices), dtype=args.dtype,
-                                   device_map=args.device_map, on_event=printer, progress=bars, status=bars.status)
+    cluster, workers = cluster_options(args)
+    controller = search_controller(run, settings, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                                   cluster=cluster, workers=workers, on_event=printer, progress=bars,
+                                   status=bars.status)
     printer.total = active.population * active.generations
     stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
     if stopped is not None:

@@ -12,7 +12,7 @@ from engine.structured.run import RunSource, StructuredRun, build_run_database, 
 from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Structure, uniform
 from workbench.console import ProgressBars, print_result
-from workbench.options import data_config
+from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 from workbench.search_command import run_in_foreground
 
@@ -70,8 +70,10 @@ def search(args) -> int:
                                       one_shot=args.one_shot, lr=args.lr, seed=args.search_seed)
     source = StructuredRun(args.run).source()
     check_plan(args, "structured", source.model, data=source.data)
+    cluster, workers = cluster_options(args)
     controller = structured_controller(args.run, settings, on_event=StructuredPrinter(args.quiet), dtype=args.dtype,
-                                       device=args.device, progress=bars, status=bars.status)
+                                       device=args.device, cluster=cluster, workers=workers, progress=bars,
+                                       status=bars.status)
     stopped = run_in_foreground(controller, bars, args, args.run,
                                 f"dsa-workbench structured search --run {args.run} --resume")
     if stopped is not None:

@@ -47,6 +47,8 @@ class SearchController:
         except Exception as exc:  # noqa: BLE001 - reported as the "failed" state; the thread ends cleanly
             self.error = exc
             end, message = "failed", describe(exc)
+        if self.search is not None:
+            self.search.close()
         self.control.enter(end, evaluated=self.evaluated, resumable=end != "finished" and self.store.exists,
                            message=message)
 

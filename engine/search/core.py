@@ -116,6 +116,12 @@ class CheckpointedSearch:
                 self.store.create(self.settings_json, state)
         self.state = state
 
+    def close(self) -> None:
+        """Release what the evaluator holds outside this process (a cluster's workers)."""
+        release = getattr(getattr(self, "evaluator", None), "close", None)
+        if release is not None:
+            release()
+
     def run(self, control: Control) -> ev.SearchFinished:
         if self.state is None:
             self.begin()

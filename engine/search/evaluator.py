@@ -1,13 +1,13 @@
-"""Candidate evaluation behind one interface, so several devices can score candidates in parallel."""
+"""Candidate evaluation on one loaded model. engine.search.cluster.ClusterEvaluator has the same interface
+(`workers`, `prepare`, `evaluate`, `held_out`) over Ray workers, each holding one of these."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from engine.choices import FITNESS
 from engine.errors import WorkbenchError
-from engine.progress import Progress
+from engine.progress import Progress, no_progress
 from engine.search.core import Outcome, attempt
 from engine.session import Session
 
@@ -53,11 +53,15 @@ class SessionEvaluator:
         return {m: self.session.score(m, self.sparsity, self.metric, "evaluation", progress=check)[1]
                 for m in methods}
 
-    def evaluate(self, texts, check):
+    def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
         return [self.evaluate_one(t, check) for t in texts]
 
-    def evaluate_one(self, text: str, check: Progress) -> Outcome:
+    def evaluate_one(self, text: str, check: Progress = no_progress) -> Outcome:
         return attempt(lambda: self.score(text, check))
+
+    def score_outcome(self, text: str, stage: int = 0) -> Outcome:
+        """A cluster worker's call: one candidate (DSA candidates have no stages)."""
+        return self.evaluate_one(text)
 
     def score(self, text: str, check: Progress) -> tuple[float, tuple[float, ...]]:
         allocation = self.session.allocate(text, self.sparsity, self.metric)
@@ -66,19 +70,3 @@ class SessionEvaluator:
             score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
                      else self.session.kl("fitness", progress=check))
         return score, allocation.block_ratios
-
-
-class ParallelEvaluator:
-    """One SessionEvaluator per device (e.g. one per visible GPU), candidates scored concurrently."""
-
-    def __init__(self, evaluators: list[SessionEvaluator]):
-        self.evaluators = evaluators
-        self.workers = len(evaluators)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="candidate")
-
-    def prepare(self, progress: Progress) -> None:
-        list(self._pool.map(lambda e: e.prepare(progress), self.evaluators))
-
-    def evaluate(self, texts, check):
-        futures = [self._pool.submit(e.evaluate_one, t, check) for e, t in zip(self.evaluators, texts)]
-        return [f.result() for f in futures]

@@ -75,6 +75,17 @@ class StageDone:
 
 
 @dataclass(frozen=True)
+class WorkersChanged:
+    """A cluster's workers: how many, how many scoring a candidate, how many died so far, and how many
+    replacements are still loading the model."""
+
+    total: int
+    busy: int
+    failed: int
+    starting: int = 0
+
+
+@dataclass(frozen=True)
 class CheckpointWritten:
     path: str
     evaluated: int

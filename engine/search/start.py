@@ -11,7 +11,7 @@ from engine.loading import load_model
 from engine.progress import Progress, no_progress
 from engine.search.control import Control
 from engine.search.controller import SearchController
-from engine.search.evaluator import ParallelEvaluator, SessionEvaluator
+from engine.search.evaluator import SessionEvaluator
 from engine.search.search import Search, SearchSettings
 from engine.search.store import RunStore
 from engine.session import Session
@@ -26,15 +26,16 @@ def stored_settings(store: RunStore) -> SearchSettings:
         raise WorkbenchError(f"run folder {store.folder} is corrupt: run.json holds no valid settings ({exc})") from exc
 
 
-def search_controller(run: str, settings: SearchSettings | None = None, *, devices: list[str] | None = None,
-                      dtype: str = "auto", device_map: str | None = None, session: Session | None = None,
+def search_controller(run: str, settings: SearchSettings | None = None, *, dtype: str = "auto",
+                      device: str = "auto", device_map: str | None = None, session: Session | None = None,
+                      cluster: str | None = None, workers: int | None = None,
                       on_event: Callable[[object], None] = lambda e: None, progress: Progress = no_progress,
                       status: Callable[[str], None] = lambda m: None) -> SearchController:
     """A new search in `run` (settings given) or the one stored there (settings None: resume).
 
-    `session`: evaluate on this already loaded model (the TUI's); otherwise one model copy and
-    evaluator per device in `devices` (e.g. every visible GPU), default one on the auto device, or one
-    model spread over every GPU with `device_map`."""
+    Candidates are scored on `session` (the TUI's loaded model), on a model loaded here (on `device`,
+    or spread over every GPU with `device_map`), or with `cluster` ("local": every GPU of this box, or
+    CPU workers; or a Ray address) by `workers` Ray workers holding a model each."""
     store = RunStore(run)
     if settings is None:
         settings = stored_settings(store)
@@ -43,24 +44,34 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, devic
         store.check_new()
     if session is not None and (session.data != settings.data or session.loaded.source != settings.model):
         raise WorkbenchError(f"run {run} was made with another model or other data settings than the loaded ones")
+    if cluster:
+        from engine.search.cluster import connect
+
+        connect(cluster, workers)  # at once: an unreachable cluster is one line, before any work
 
     def prepare(control: Control) -> Search:
         def check(stage: str, done: int, total: int) -> None:
             control.checkpoint()
             progress(stage, done, total)
 
-        sessions = [session] if session is not None else []
-        for device in ([] if session is not None else devices or ["auto"]):
-            sessions.append(Session(load_model(settings.model, dtype=dtype, device=device, device_map=device_map,
-                                               status=status), settings.data, progress=progress))
+        if cluster:
+            from engine.search.cluster import ClusterEvaluator
+
+            status(f"starting Ray workers ({cluster}); each loads the model and builds its caches")
+            evaluator = ClusterEvaluator(cluster, lambda: SessionEvaluator(
+                Session(load_model(settings.model, dtype=dtype), settings.data), settings.sparsity,
+                settings.metric, settings.fitness), workers, report=on_event)
+        else:
+            active = session or Session(load_model(settings.model, dtype=dtype, device=device, device_map=device_map,
+                                                   status=status), settings.data, progress=progress)
             control.checkpoint()
-        evaluators = [SessionEvaluator(s, settings.sparsity, settings.metric, settings.fitness) for s in sessions]
-        evaluator = evaluators[0] if len(evaluators) == 1 else ParallelEvaluator(evaluators)
-        status("preparing caches (calibration, scores, row orders)")
+            evaluator = SessionEvaluator(active, settings.sparsity, settings.metric, settings.fitness)
+            status("preparing caches (calibration, weight ranks, block samples)")
         evaluator.prepare(check)
-        held = sum(sum(s.cache_bytes().values()) for s in sessions)
-        status(f"caches ready on {len(sessions)} device(s): {held / 2**20:.0f} MiB "
-               f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in sessions[0].cache_bytes().items())} MiB each)")
-        return Search(settings, store, evaluator, held_out=evaluators[0].held_out, on_event=on_event)
+        if not cluster:
+            caches = active.cache_bytes()
+            status(f"caches ready: {sum(caches.values()) / 2**20:.0f} MiB "
+                   f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in caches.items() if v)} MiB)")
+        return Search(settings, store, evaluator, held_out=evaluator.held_out, on_event=on_event)
 
     return SearchController(prepare, store, on_event)

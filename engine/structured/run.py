@@ -24,6 +24,7 @@ from engine.loading import load_model
 from engine.progress import Progress, no_progress
 from engine.search.control import Control
 from engine.search.controller import SearchController
+from engine.search.core import Outcome, attempt
 from engine.search.store import RunStore, write_atomic
 from engine.session import Session
 from engine.structured.compact import build_compact
@@ -164,6 +165,31 @@ class Workspace:
                 self.windows("calibration", settings.finetune_tokens(i), "fine-tune")
 
 
+class StructuredEvaluator:
+    """Scores structures on one loaded model and its level database (a cluster worker holds one too)."""
+
+    workers = 1
+
+    def __init__(self, workspace: Workspace, settings: StructuredSettings):
+        self.workspace = workspace
+        self.settings = settings
+
+    def prepare(self, progress: Progress = no_progress) -> None:
+        self.workspace.check_tokens(self.settings, progress)
+
+    def score_outcome(self, text: str, stage: int, check: Progress = no_progress) -> Outcome:
+        structure = Structure.parse(text, self.workspace.shapes)
+        return attempt(lambda: (self.workspace.evaluate(structure, self.settings.finetune_tokens(stage),
+                                                        self.settings.stages[stage].fitness_tokens, check),
+                                self.workspace.db.block_fractions(structure)))
+
+    def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
+        return [self.score_outcome(text, stage, check) for text in texts]
+
+    def held_out(self, texts: dict[str, str], check: Progress) -> dict[str, float]:
+        return self.workspace.held_out(texts, check)
+
+
 def open_session(source: RunSource, dtype: str, device: str, progress: Progress,
                  status: Callable[[str], None]) -> Session:
     loaded = load_model(source.model, dtype=dtype, device=device, status=status)
@@ -206,13 +232,16 @@ def open_workspace(run: str | Path, *, session: Session | None = None, lr: float
 def structured_controller(run: str | Path, settings: StructuredSettings | None = None, *,
                           source: RunSource | None = None, session: Session | None = None,
                           on_event=lambda e: None, dtype: str = "auto", device: str = "auto",
+                          cluster: str | None = None, workers: int | None = None,
                           progress: Progress = no_progress,
                           status: Callable[[str], None] = lambda m: None) -> SearchController:
     """A new search in `run` (settings given) or the one stored there (settings None: resume).
 
     Settings and folder are checked at once; the model is loaded (or `session` used), the level database
     built when `source` is given and the run has none, and the dense reference computed in the search
-    thread, where a stop works; the search's files appear only once all of that succeeded."""
+    thread, where a stop works; the search's files appear only once all of that succeeded. With `cluster`
+    ("local" or a Ray address) the candidates are scored by Ray workers, each holding the model and the
+    database (the run folder must be reachable from every node)."""
     folder = StructuredRun(run)
     if source is None:
         folder.source()
@@ -229,6 +258,10 @@ def structured_controller(run: str | Path, settings: StructuredSettings | None =
         folder.store.load_state(repair=False)  # a corrupt checkpoint fails now, not after the model is loaded
     else:
         folder.store.check_new()
+    if cluster:
+        from engine.search.cluster import connect
+
+        connect(cluster, workers)  # at once: an unreachable cluster is one line, before any work
 
     def prepare(control: Control) -> StructuredSearch:
         def check(stage: str, done: int, total: int) -> None:
@@ -239,12 +272,21 @@ def structured_controller(run: str | Path, settings: StructuredSettings | None =
         if source is not None and not folder.has_database:
             active = active or open_session(source, dtype, device, progress, status)
             build_run_database(run, source, session=active, progress=check, status=status, check=control.checkpoint)
-        workspace = open_workspace(run, session=active, lr=settings.lr, dtype=dtype, device=device,
-                                   progress=progress, status=status)
+        db = LevelDatabase(folder.db_folder)
+        if cluster:
+            from engine.search.cluster import ClusterEvaluator
+
+            lr, run_path = settings.lr, str(run)
+            status(f"starting Ray workers ({cluster})")
+            evaluator = ClusterEvaluator(cluster, lambda: StructuredEvaluator(
+                open_workspace(run_path, lr=lr, dtype=dtype), settings), workers, report=on_event)
+        else:
+            workspace = open_workspace(run, session=active, lr=settings.lr, dtype=dtype, device=device,
+                                       progress=progress, status=status)
+            evaluator = StructuredEvaluator(workspace, settings)
         control.checkpoint()
-        workspace.check_tokens(settings, check)
-        return StructuredSearch(settings, workspace.shapes, folder.store, workspace.evaluate,
-                                fractions=workspace.db.block_fractions, held_out=workspace.held_out,
+        evaluator.prepare(check)
+        return StructuredSearch(settings, db.shapes, folder.store, evaluator, fractions=db.block_fractions,
                                 on_event=on_event)
 
     return SearchController(prepare, folder.store, on_event)

@@ -23,7 +23,7 @@ from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAU
                             DEFAULT_TARGET_PARAMS)
 from engine.errors import WorkbenchError
 from engine.search import events as ev
-from engine.search.core import CheckpointedSearch, attempt
+from engine.search.core import CheckpointedSearch
 from engine.search.search import restore_rng, rng_state
 from engine.search.store import RunStore
 from engine.structured.structure import Shapes, Structure, mutate, uniform
@@ -92,31 +92,24 @@ class StructuredSettings:
 
 
 class StructuredSearch(CheckpointedSearch):
-    """`evaluate(structure, finetune_tokens, fitness_tokens, check)` -> KL scores one candidate;
-    `held_out(structures, check)` -> perplexity per text after the search."""
+    """`evaluator.evaluate(texts, check, stage)` scores candidates (one model here, or a cluster's workers:
+    `evaluator.workers` at a time); `evaluator.held_out(structures, check)` -> perplexity per text after the
+    search; `fractions(structure)` -> per block, the fraction of its linear parameters kept."""
 
-    def __init__(self, settings: StructuredSettings, shapes: Shapes, store: RunStore, evaluate, *,
-                 fractions=lambda s: (), held_out=None, on_event=lambda e: None):
+    def __init__(self, settings: StructuredSettings, shapes: Shapes, store: RunStore, evaluator, *,
+                 fractions=lambda s: (), on_event=lambda e: None):
         super().__init__(store, settings.to_json(), on_event)
         self.settings = settings
         self.shapes = shapes
-        self.score = evaluate
+        self.evaluator = evaluator
+        self.workers = evaluator.workers
         self.fractions = fractions
-        self.held_out = held_out
 
     def cached(self, state, text) -> bool:
         return f"{state['stage']}|{text}" in state["scores"]
 
     def evaluate(self, state, texts, check):
-        stage = state["stage"]
-
-        def one(text):
-            structure = Structure.parse(text, self.shapes)
-            kl = self.score(structure, self.settings.finetune_tokens(stage), self.settings.stages[stage].fitness_tokens,
-                            check)
-            return kl, self.fractions(structure)
-
-        return [attempt(lambda: one(text)) for text in texts]
+        return self.evaluator.evaluate(texts, check, state["stage"])
 
     def candidate(self, state, index, text, outcome):
         ratios = outcome.ratios or tuple(self.fractions(Structure.parse(text, self.shapes)))
@@ -191,5 +184,5 @@ class StructuredSearch(CheckpointedSearch):
         """Held-out perplexity (no fine-tune) of the uniform start and of the best structure."""
         best = state["best"]
         texts = {"uniform": state["uniform"]} | ({"searched": best["text"]} if best else {})
-        held = self.held_out(texts, check) if self.held_out is not None else {}
+        held = self.evaluator.held_out(texts, check)
         return {"best": best, "uniform": state["uniform"], "held_out_perplexity": held}
