@@ -27,10 +27,6 @@ class BlockRunner:
         self.hidden: list[torch.Tensor] = []  # per batch: the input of the next block to run
         self._kwargs: dict[int, list[dict]] = {}  # batch size -> per block, its keyword arguments
 
-    @property
-    def nbytes(self) -> int:
-        return sum(h.numel() * h.element_size() for h in self.hidden)
-
     @torch.no_grad()
     def start(self) -> None:
         """The first block's input for every batch (and every block's keyword arguments)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.choices import (CALIBRATION_MODES, DEVICE_MAPS, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
+from engine.choices import (CALIBRATION_MODES, DEVICE_MAPS, DTYPE_CHOICES, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
                             DEFAULT_OFFSPRING, DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SPARSITY, DEFAULT_STAGES,
                             DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, EXPORT_DTYPES, EXPORT_FORMATS, FITNESS,
                             METHODS, METRICS, PLAN_COMMANDS, STRATEGIES)
@@ -239,7 +239,8 @@ def _model_args(p, positional: bool = False, remote_code: bool = True, spread: b
 
 def _device_args(p):
     g = p.add_argument_group("model")
-    g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
+    g.add_argument("--dtype", default="auto",
+                   help=f"{', '.join(DTYPE_CHOICES)} (auto: fp32 on CPU, bf16 or fp16 on GPU; also fp32/bf16/fp16)")
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     if p.prog.split()[-1] != "plan":
         g.add_argument("--ignore-plan", action="store_true",
