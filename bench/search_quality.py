@@ -1,82 +1,213 @@
-"""Evolutionary vs. random search on the default model at 70% Wanda, judged on held-out perplexity.
+"""Search quality on the default model with Wanda: the searches against each other and against the simple
+baselines, over seeds, on held-out perplexity (the evaluation split, never seen by any search).
 
-    python bench/search_quality.py [--generations 10 --population 12]
+    python bench/search_quality.py [--sparsities 0.7,0.6 --seeds 0,1,2 --budget 40]
 
-Both strategies get the same budget (generations x population candidates) and share one set of
-caches. The best function of each is re-scored on the held-out evaluation split, which the search
-never saw, next to uniform, OWL and the published DSA function on that same split. Run folders are
-written under bench/results/ so the logs can be inspected.
+1. Rank correlation: random valid functions scored on the first 512 / 1024 fitness tokens and on the whole
+   fitness split, against their held-out perplexity (Spearman), and the seconds per candidate of each.
+2. Baselines: uniform, OWL, ER-plus, protect-first and protect-ends (level picked on the fitness split).
+3. Searches, each seed and sparsity: random search and evolution (functions, the same population and
+   stages) and evopress (profiles, its own), each stopped after the same compute budget: `--budget` candidates' worth of
+   whole-fitness-split forwards (a candidate at a cheap stage costs its share of tokens, a duplicate
+   nothing). The best of each is re-scored on the held-out split; the best profile is also distilled into
+   a function. Wall-clock seconds of every run are recorded next to the budget.
+
+Writes bench/results/search_quality.json (and the run folders under bench/results/search-quality/).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.allocation.distill import distill  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.search import events as ev  # noqa: E402
-from engine.search.control import Control  # noqa: E402
+from engine.search.control import Control, SearchStopped  # noqa: E402
 from engine.search.evaluator import SessionEvaluator  # noqa: E402
+from engine.search.genome import random_function  # noqa: E402
 from engine.search.search import Search, SearchSettings  # noqa: E402
 from engine.search.store import RunStore  # noqa: E402
 from engine.session import Session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STRATEGIES = ("random", "evolution", "evopress")
+BASELINES = ("uniform", "owl", "er-plus", "first", "ends")
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x):
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+
+
+def rank_correlation(session: Session, target: float, count: int, stage_tokens: list[int]) -> dict:
+    rng = random.Random(1234)
+    rows = []
+    while len(rows) < count:
+        text = str(random_function(rng))
+        try:
+            allocation = session.allocate(text, target, "wanda")
+        except WorkbenchError:
+            continue
+        with session.lock:
+            session.prune(allocation, "wanda")
+            row = {"text": text}
+            for tokens in stage_tokens + [None]:
+                t0 = time.perf_counter()
+                row[str(tokens or "all")] = session.perplexity("fitness", tokens=tokens)
+                row[f"seconds {tokens or 'all'}"] = time.perf_counter() - t0
+            row["held_out"] = session.perplexity("evaluation")
+        rows.append(row)
+        print(f"  {len(rows)}/{count} {text}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k != "text"),
+              flush=True)
+    held = [r["held_out"] for r in rows]
+    better = sorted(range(len(rows)), key=lambda i: held[i])[: len(rows) // 2]
+    return {"functions": rows, "spearman": {str(t or "all"): spearman([r[str(t or "all")] for r in rows], held)
+                                            for t in stage_tokens + [None]},
+            "spearman_better_half": {str(t or "all"): spearman([rows[i][str(t or "all")] for i in better],
+                                                               [held[i] for i in better])
+                                     for t in stage_tokens + [None]},
+            "seconds_per_candidate": {str(t or "all"): statistics.mean(r[f"seconds {t or 'all'}"] for r in rows)
+                                      for t in stage_tokens + [None]}}
+
+
+class Budget(Control):
+    """Stops the search once it has spent `limit` whole-fitness-split candidates' worth of seconds (each
+    stage's cost measured in the rank-correlation step of the same run)."""
+
+    def __init__(self, limit: float, cost: dict[int, float]):
+        super().__init__()
+        self.limit, self.cost, self.spent = limit, cost, 0.0
+        self.enter("running")
+
+    def spend(self, candidate: ev.Candidate) -> None:
+        if candidate.duplicate_of is None and candidate.scored:
+            self.spent += self.cost[candidate.stage]
+        if self.spent >= self.limit:
+            self.stop(after_candidate=True)
+
+
+def run_search(evaluator, data, target, strategy, seed, stages, population, budget, seconds: dict) -> dict:
+    settings = SearchSettings(sparsity=target, strategy=strategy, population=population, generations=10_000,
+                              seed=seed, stages=stages, data=data)
+    cost = {i: seconds[str(t or "all")] / seconds["all"] for i, t in enumerate(settings.stage_tokens)}
+    control = Budget(budget, cost)
+    run = RESULTS / "search-quality" / f"{strategy}-{target}-{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    store = RunStore(run)
+
+    def on_event(event):
+        if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+            control.spend(event.candidate)
+
+    t0 = time.perf_counter()
+    search = Search(settings, store, evaluator, on_event=on_event)
+    search.begin()
+    try:
+        search.run(control)
+    except SearchStopped:
+        pass
+    seconds = time.perf_counter() - t0
+    log = store.candidates()
+    best = search.state["best"]
+    return {"best": best["text"], "fitness": best["fitness"], "seconds": seconds, "candidates": len(log),
+            "duplicates": sum(c.duplicate_of is not None for c in log),
+            "rejected": sum(not c.scored for c in log), "generations": search.state["generation"],
+            "spent": control.spent}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sparsity", type=float, default=0.7)
-    p.add_argument("--generations", type=int, default=10)
-    p.add_argument("--population", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparsities", default="0.7,0.6")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--budget", type=float, default=50, help="whole-fitness-split forwards per search (default 50)")
+    p.add_argument("--population", type=int, default=16, help="evolution and random: per generation (default 16)")
+    p.add_argument("--stages", default="512:4", help="evolution and random (default 512:4)")
+    p.add_argument("--evopress-population", type=int, default=8, help="offspring per generation (default 8)")
+    p.add_argument("--evopress-stages", default="512:2", help="(default 512:2)")
+    p.add_argument("--correlation", type=int, default=20, help="functions in the rank correlation (default 20)")
     args = p.parse_args()
     data = DataConfig()
     session = Session(load_model(None), data)
-    evaluator = SessionEvaluator(session, args.sparsity, "wanda", "ppl")
-    t0 = time.perf_counter()
-    evaluator.prepare(lambda *a: None)
-    print(f"model {session.loaded.label} on {session.loaded.device}; calibration {data.calib_tokens}, fitness "
-          f"{data.fitness_tokens}, held-out {data.eval_tokens} tokens; caches built in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    targets = [float(s) for s in args.sparsities.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = {"model": session.loaded.label, "metric": "wanda", "data": data.__dict__, "budget": args.budget,
+           "population": args.population, "stages": args.stages, "evopress_population": args.evopress_population,
+           "evopress_stages": args.evopress_stages, "seeds": seeds}
+    shape = {s: (args.population, args.stages) for s in STRATEGIES} | {
+        "evopress": (args.evopress_population, args.evopress_stages)}
+    print("rank correlation with held-out perplexity", flush=True)
+    stage_tokens = [t for pop, stages in shape.values()
+                    for t in SearchSettings(sparsity=0.5, stages=stages, population=pop, data=data).stage_tokens if t]
+    out["rank_correlation"] = rank_correlation(session, targets[0], args.correlation, sorted({512, 1024, *stage_tokens}))
+    seconds = out["rank_correlation"]["seconds_per_candidate"]
+    print(json.dumps({k: out["rank_correlation"][k] for k in ("spearman", "spearman_better_half",
+                                                               "seconds_per_candidate")}), flush=True)
+    out["results"] = {}
+    for target in targets:
+        evaluators = {}
+        for strategy, (pop, stages) in shape.items():
+            tokens = SearchSettings(sparsity=target, stages=stages, population=pop, data=data).stage_tokens
+            evaluators[strategy] = SessionEvaluator(session, target, "wanda", "ppl", tokens)
+            evaluators[strategy].prepare(lambda *a: None)
+        res = {"baselines": {}, "runs": {s: [] for s in STRATEGIES}, "distilled": []}
+        for method in BASELINES:
+            allocation, held = session.score(method, target, "wanda")
+            res["baselines"][method] = {"method": allocation.method, "held_out": held}
+            print(f"{target} {method} ({allocation.method}): {held:.2f}", flush=True)
+        for seed in seeds:
+            for strategy in STRATEGIES:
+                row = run_search(evaluators[strategy], data, target, strategy, seed, shape[strategy][1],
+                                 shape[strategy][0], args.budget, seconds)
+                row["held_out"] = session.score(row["best"], target, "wanda")[1]
+                res["runs"][strategy].append(row)
+                print(f"{target} seed {seed} {strategy}: held-out {row['held_out']:.2f} in {row['seconds']:.0f} s, "
+                      f"{row['candidates']} candidates ({row['duplicates']} duplicates), {row['generations']} "
+                      f"generations: {row['best']}", flush=True)
+            profile = res["runs"]["evopress"][-1]["best"]
+            t0 = time.perf_counter()
+            found = distill(list(session.allocate(profile, target).block_ratios), session.allocation_inputs("wanda"),
+                            target)
+            held = session.score(found.function, target, "wanda")[1]
+            res["distilled"].append({"function": found.function, "rmse": found.rmse, "held_out": held,
+                                     "seconds": time.perf_counter() - t0})
+            print(f"{target} seed {seed} distilled in {time.perf_counter() - t0:.0f} s: held-out {held:.2f} "
+                  f"(rms {found.rmse:.3f}): {found.function}", flush=True)
+        res["summary"] = summary(res)
+        out["results"][str(target)] = res
+        (RESULTS / "search_quality.json").write_text(json.dumps(out, indent=1))
+    for target, res in out["results"].items():
+        print(f"\nheld-out perplexity at {float(target):.0%} (mean ± spread over seeds {seeds}):")
+        for name, (mean, spread) in res["summary"].items():
+            print(f"| {name} | {mean:.2f} | {spread:.2f} |")
 
-    bests = {}
-    for strategy in ("evolution", "random"):
-        settings = SearchSettings(sparsity=args.sparsity, strategy=strategy, population=args.population,
-                                  generations=args.generations, seed=args.seed, data=data)
-        run = RESULTS / f"search-{strategy}"
-        shutil.rmtree(run, ignore_errors=True)
-        store = RunStore(run)
-        curve = []
 
-        def on_event(event, curve=curve):
-            if isinstance(event, ev.GenerationDone):
-                curve.append(event.best)
-                print(f"  {strategy} generation {event.generation}: best {event.best}, median {event.median}, "
-                      f"{event.rejected} rejected", flush=True)
-
-        t0 = time.perf_counter()
-        finished = Search(settings, store, evaluator, on_event=on_event).run(Control())
-        best = finished.best
-        print(f"{strategy}: {args.generations * args.population} candidates in {time.perf_counter() - t0:.0f} s; "
-              f"best fitness {best.fitness:.3f}: {best.text}", flush=True)
-        bests[strategy] = best.text
-
-    print("\nheld-out perplexity (evaluation split, never seen by the search):")
-    rows = [("uniform", "uniform"), ("OWL", "owl"), ("published DSA", "dsa"),
-            ("evolution best", bests["evolution"]), ("random best", bests["random"])]
-    for label, method in rows:
-        try:
-            print(f"| {label} | {session.score(method, args.sparsity, 'wanda')[1]:.2f} | {method} |", flush=True)
-        except WorkbenchError as exc:
-            print(f"| {label} | rejected | {exc} |", flush=True)
+def summary(res: dict) -> dict[str, tuple[float, float]]:
+    """method -> (mean, max - min over seeds); a baseline has no spread."""
+    rows = {m: (v["held_out"], 0.0) for m, v in res["baselines"].items()}
+    for name, runs in list(res["runs"].items()) + [("distilled", res["distilled"])]:
+        held = [r["held_out"] for r in runs]
+        rows[name] = (statistics.mean(held), max(held) - min(held))
+    return rows
 
 
 if __name__ == "__main__":

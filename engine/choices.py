@@ -9,12 +9,13 @@ from __future__ import annotations
 METRICS = ("magnitude", "wanda", "sparsegpt")
 DEFAULT_METRIC = "wanda"
 DEFAULT_SPARSITY = 0.7
-BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha")
+BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha", "first", "ends")  # first, ends: see profiles
 METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
 METHOD_ALIASES = {"alphapruning": "alpha"}
 CALIBRATION_MODES = ("dense", "sequential")  # sequential: each block from the pruned blocks before it
 METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
-                 "alpha": "AlphaPruning", "dsa": "DSA (published)"}
+                 "alpha": "AlphaPruning", "first": "Protect first", "ends": "Protect ends",
+                 "dsa": "DSA (published)"}
 
 # -- allocation functions -----------------------------------------------------------------------------
 DEFAULT_LAM = 0.08
@@ -32,12 +33,15 @@ EXPORT_FORMATS = ("dense", "compressed-tensors")
 # -- DSA search ---------------------------------------------------------------------------------------
 FITNESS = ("ppl", "kl")
 FITNESS_LABELS = {"ppl": "perplexity", "kl": "KL to dense"}
-STRATEGIES = ("evolution", "random")
+STRATEGIES = ("evolution", "random", "evopress")  # evopress: per-block profiles, not functions
 DEFAULT_FITNESS = "ppl"
 DEFAULT_STRATEGY = "evolution"
 DEFAULT_POPULATION = 24
 DEFAULT_GENERATIONS = 30
 DEFAULT_RUN = "runs/search"
+DEFAULT_SEARCH_STAGES = "auto"  # FITNESS_TOKENS:KEEP,... before the whole fitness split; "": none; auto:
+# every candidate on a quarter of the fitness split, the best third on all of it (engine.search.search)
+DEFAULT_LEVEL_STEP = 0.02
 
 # -- structured search --------------------------------------------------------------------------------
 DEFAULT_STAGES = "8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192"  # SURVIVORS:FINETUNE:FITNESS tokens

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
 from engine.allocation import Allocation, AllocationInputs, compute_allocation
+from engine.allocation.profiles import PROTECTED, block_form_text, protect_levels
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
@@ -52,6 +54,7 @@ class Session:
         self._inputs: dict[str, AllocationInputs] = {}
         self._references: dict[str, DenseReference] = {}
         self._masks: MaskedPruning | None = None
+        self._protect_levels: dict[tuple[str, float, str], str] = {}
         self.restorable = restorable
         self._backup: HostBackup | None = None  # while the weights are pruned in place
         self._changed = False  # the weights were changed in place with no copy kept
@@ -109,8 +112,40 @@ class Session:
         key = _score_metric(metric)
         return key in self._inputs and "samples" in self._inputs[key].__dict__
 
-    def allocate(self, method: str, target: float, metric: str = "wanda") -> Allocation:
+    def allocate(self, method: str, target: float, metric: str = "wanda", progress: Progress | None = None) -> Allocation:
+        if method in PROTECTED:
+            method = self.protect_level(method, target, metric, progress)
         return compute_allocation(method, target, self.allocation_inputs(metric))
+
+    def protect_level(self, kind: str, target: float, metric: str, progress: Progress | None = None) -> str:
+        """The `first` / `ends` baseline as a text with its level: of the levels below the target, the one
+        with the lowest perplexity on the fitness split (picked once per target and metric)."""
+        key = (kind, target, metric)
+        if key not in self._protect_levels:
+            tried = {}
+            with self.lock, self._pruning_kept():
+                for level in protect_levels(target):
+                    text = block_form_text(kind, (level,))
+                    try:
+                        tried[text] = self.score(text, target, metric, "fitness", progress)[1]
+                    except WorkbenchError:  # the other blocks cannot take the rest of the budget
+                        continue
+            if not tried:
+                raise WorkbenchError(f"'{kind}': no level below the target {target} keeps the mean")
+            self._protect_levels[key] = min(tried, key=tried.get)
+        return self._protect_levels[key]
+
+    @contextmanager
+    def _pruning_kept(self):
+        """Whatever is pruned inside, the pruning from before is back afterwards."""
+        pruned = self.pruned
+        try:
+            yield
+        finally:
+            self.restore()
+            if pruned is not None:
+                self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern),
+                           calibration=pruned.calibration)
 
     def prune(self, allocation: Allocation, metric: str, pattern: NMPattern | None = None,
               progress: Progress | None = None, calibration: str = "dense") -> PruneResult:
@@ -170,8 +205,8 @@ class Session:
     def score(self, method: str, target: float, metric: str, split: str = "evaluation",
               progress: Progress | None = None) -> tuple[Allocation, float]:
         """Allocate, prune and measure perplexity on `split`, holding the lock throughout."""
-        allocation = self.allocate(method, target, metric)
         with self.lock:
+            allocation = self.allocate(method, target, metric, progress)
             self.prune(allocation, metric, progress=progress)
             return allocation, self.perplexity(split, progress=progress)
 
@@ -187,23 +222,27 @@ class Session:
             self._backup = None
         self.pruned = None
 
-    def perplexity(self, split: str = "evaluation", progress: Progress | None = None) -> float:
-        return perplexity(self.model, self.windows(split), batch_size=self.data.batch_size,
+    def perplexity(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None) -> float:
+        """On `split`, or on its first `tokens` tokens (whole windows)."""
+        return perplexity(self.model, self.windows(split)[:self._window_count(tokens)], batch_size=self.data.batch_size,
                           progress=progress or self.progress, stage=f"{split} perplexity")
+
+    def _window_count(self, tokens: int | None) -> int | None:
+        return None if tokens is None else max(1, tokens // self.data.seqlen)
 
     def dense_reference(self, split: str, progress: Progress | None = None) -> DenseReference:
         if split not in self._references:
-            pruned = self.pruned
-            self.restore()
-            self._references[split] = DenseReference(self.model, self.windows(split), batch_size=self.data.batch_size,
-                                                      progress=progress or self.progress)
-            if pruned is not None:
-                self.prune(pruned.allocation, pruned.metric, parse_pattern(pruned.pattern),
-                           calibration=pruned.calibration)
+            with self._pruning_kept():
+                self.restore()
+                self._references[split] = DenseReference(self.model, self.windows(split),
+                                                          batch_size=self.data.batch_size,
+                                                          progress=progress or self.progress)
         return self._references[split]
 
-    def kl(self, split: str = "evaluation", progress: Progress | None = None) -> float:
-        return self.dense_reference(split, progress).kl(self.model, progress or self.progress)
+    def kl(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None) -> float:
+        """KL(dense || model) on `split`, or on its first `tokens` tokens (whole windows)."""
+        return self.dense_reference(split, progress).kl(self.model, progress or self.progress,
+                                                        windows=self._window_count(tokens))
 
     def cache_bytes(self) -> dict[str, int]:
         """Memory held by the caches that make re-pruning cheap, by cache."""

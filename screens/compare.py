@@ -1,5 +1,6 @@
-"""Compare: held-out perplexity of the classic allocations, the published DSA function and any
-leaderboard entry, evaluated on demand."""
+"""Compare: held-out perplexity of the classic allocations, the protect-first baselines, the published DSA
+function and any leaderboard entry, evaluated on demand. A new target or metric in the settings makes every
+score stale: evaluating again shows each entry transferred there (a profile moves by one shift)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ class Compare(Vertical):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static("Held-out perplexity at the current target sparsity and metric (enter: evaluate row).",
-                     id="compare-hint")
+        yield Static("Held-out perplexity at the current target sparsity and metric (enter: evaluate row; "
+                     "another target or metric in settings (o) transfers every row).", id="compare-hint")
         table = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
         table.add_column("allocation", key="label")
         table.add_column("held-out perplexity", key="ppl")

@@ -1,4 +1,7 @@
-"""Leaderboard: every scored candidate, sortable, with a sparkline of its per-block ratios."""
+"""Leaderboard: every scored candidate, sortable, with a sparkline of its per-block ratios.
+
+A candidate scored again at a later selection stage replaces its row; fitness from a cheap stage
+(fewer tokens) is marked with the stage and sorts after every entry scored on the whole fitness split."""
 
 from __future__ import annotations
 
@@ -31,23 +34,26 @@ class Leaderboard(Vertical):
         table = DataTable(id="leaderboard-table", cursor_type="row", zebra_stripes=True)
         table.add_column("#", key="index")
         table.add_column("gen", key="generation")
+        table.add_column("by", key="strategy")
+        table.add_column("stage", key="stage")
         table.add_column("fitness", key="fitness")
         table.add_column("ratios", key="ratios")
         table.add_column("function", key="text")
         yield table
 
     def add(self, candidate: ScoredCandidate) -> None:
-        if candidate.fitness is None or candidate.text in self.candidates:
+        known = self.candidates.get(candidate.text)
+        if candidate.fitness is None or known is not None and known.stage >= candidate.stage:
             return
         self.candidates[candidate.text] = candidate
         table = self.query_one(DataTable)
-        table.add_row(str(candidate.index), str(candidate.generation), f"{candidate.fitness:.3f}",
-                      sparkline(candidate.ratios), Text(candidate.text), key=candidate.text)
+        if known is not None:
+            table.remove_row(candidate.text)
+        stage = "final" if candidate.final else f"{candidate.stage + 1} (cheap)"
+        table.add_row(str(candidate.index), str(candidate.generation), candidate.strategy, stage,
+                      f"{candidate.fitness:.3f}", sparkline(candidate.ratios), Text(candidate.text), key=candidate.text)
         self.query_one("#leaderboard-hint").display = False
         self._sort()
-
-    def best(self) -> ScoredCandidate | None:
-        return min(self.candidates.values(), key=lambda c: c.fitness, default=None)
 
     def action_cycle_sort(self) -> None:
         self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
@@ -57,7 +63,7 @@ class Leaderboard(Vertical):
     def _sort(self) -> None:
         table = self.query_one(DataTable)
         if self.sort_by == "fitness":
-            table.sort("fitness", key=float)
+            table.sort("stage", "fitness", key=lambda row: (row[0] != "final", float(row[1])))
         else:
             table.sort("index", key=int)
 

@@ -29,6 +29,9 @@ class ScoredCandidate:
     ratios: tuple[float, ...]
     seconds: float
     reason: str | None = None
+    strategy: str = "editor"  # what proposed it: a search strategy, or the editor
+    stage: int = 0  # the selection stage its fitness is from
+    final: bool = True  # scored on the whole fitness split (comparable with every final entry)
 
 
 class PreviewRequested(Message):

@@ -1,4 +1,5 @@
-"""Search settings: target sparsity, metric, fitness, strategy, population, generations, run folder."""
+"""Search settings: target sparsity, metric, fitness, strategy, population, generations, selection stages,
+run folder, cluster."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_RUN,
-                            DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS, STRATEGIES)
+                            DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS,
+                            STRATEGIES)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class SearchParams:
     strategy: str = DEFAULT_STRATEGY
     population: int = DEFAULT_POPULATION
     generations: int = DEFAULT_GENERATIONS
+    stages: str = DEFAULT_SEARCH_STAGES  # TOKENS:KEEP,... before the whole fitness split
     run: str = DEFAULT_RUN
     resume: bool = False
     cluster: str = ""  # "": candidates on the loaded model; "local" or a Ray address: on Ray workers
@@ -54,6 +57,8 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Input(str(p.population), id="population")
                 yield Label("generations")
                 yield Input(str(p.generations), id="generations")
+                yield Label("selection stages")
+                yield Input(p.stages, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
                 yield Label("run folder")
                 yield Input(p.run, id="run")
                 yield Label("cluster (Ray)")
@@ -90,5 +95,5 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
             return
         self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
                              strategy=value("strategy"), population=population, generations=generations,
-                             run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
+                             stages=value("stages").strip(), run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
                              workers=max(0, workers)))

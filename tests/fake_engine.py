@@ -51,11 +51,21 @@ class SlowScores:
                 return
             time.sleep(0.005)
 
-    def evaluate(self, texts, check):
+    @staticmethod
+    def block_ratios(text) -> tuple[float, ...]:
+        h = zlib.crc32(text.encode())
+        return tuple(0.7 + 0.01 * ((h >> b) % 5 - 2) for b in range(N_BLOCKS))
+
+    def ratios(self, texts):
+        return [self.block_ratios(t) for t in texts]
+
+    def block_params(self):
+        return [10_000] * N_BLOCKS
+
+    def evaluate(self, texts, check, stage=0):
         def score(text):
             self.wait(check)
-            h = zlib.crc32(text.encode())
-            return 10 + h % 90, tuple(0.7 + 0.01 * ((h >> b) % 5 - 2) for b in range(N_BLOCKS))
+            return 10 + zlib.crc32(text.encode()) % 90, self.block_ratios(text)
         return [attempt(lambda: score(t)) for t in texts]
 
     def structured(self, text, stage, check) -> float:
@@ -121,6 +131,12 @@ class FakeAPI(EngineAPI):
         view = self.allocation(text, sparsity, metric)
         return 123.456, view
 
+    DISTILLED = "abslog | var | atan | lam=0.2"
+
+    def distill(self, profile, sparsity, metric):
+        self.calls.append(("distill", profile))
+        return self.DISTILLED, 0.012
+
     def held_out(self, method, sparsity, metric):
         self.calls.append(("held_out", method))
         if method == "dsa":
@@ -134,7 +150,8 @@ class FakeAPI(EngineAPI):
         self._one_search_at_a_time()
         store = RunStore(self.folder / params.run)
         settings = SearchSettings(sparsity=params.sparsity, population=min(params.population, 4),
-                                  generations=min(params.generations, 3), seeds=tuple(seeds))
+                                  generations=min(params.generations, 3), seeds=tuple(seeds),
+                                  strategy=params.strategy, stages=params.stages)
         if params.resume:
             settings = SearchSettings.from_json(store.settings())
         else:
@@ -146,7 +163,7 @@ class FakeAPI(EngineAPI):
             return Search(settings, store, scores, held_out=lambda methods, check: {m: 500.0 for m in methods},
                           on_event=on_event)
 
-        self.controller = self._started(SearchController(prepare, store, on_event))
+        self.controller = self._started(SearchController(prepare, store, on_event, settings))
         return self.controller
 
     @user_errors

@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, tiny_model_dir,
 
 
 def test_help_for_every_command(capsys):
-    for command in ("prune", "eval", "allocations"):
+    for command in ("prune", "eval", "allocations", "distill", "transfer"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0

@@ -36,7 +36,7 @@ def test_search_and_export(api, tmp_path):
     controller = api.start_search(params, ["abs | mean | no_op"], seen.append, lambda message: None)
     assert controller.join(60)
     assert isinstance(seen[-2], ev.SearchFinished) and seen[-1] == ev.StateChanged("finished", evaluated=2)
-    assert seen[-2].held_out.keys() >= {"uniform", "owl"}
+    assert seen[-2].held_out.keys() >= {"uniform", "owl", "first"}
     path = api.export("owl", 0.6, "wanda", str(tmp_path / "out"), "dense", "keep", False, lambda *a: None)
     assert (tmp_path / "out" / "pruning.json").is_file() and path.endswith("out")
     with pytest.raises(ValueError, match="already exists"):

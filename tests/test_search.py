@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 import torch
@@ -74,7 +75,7 @@ def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     best = min((c for c in log if c.scored), key=lambda c: c.fitness)
     assert (uninterrupted / "best.txt").read_text().strip() == best.text
     final = json.loads((uninterrupted / "final.json").read_text())
-    assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl"}
+    assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl", "first"}
     assert len({c.text for c in log}) == len(log)  # no duplicate candidates
 
 
@@ -271,14 +272,17 @@ class SlowEvaluator:
         self.seconds = seconds
         self.checks = 0
 
-    def evaluate(self, texts, check):
+    def ratios(self, texts):
+        return [(zlib.crc32(t.encode()) % 1000 / 1000,) for t in texts]
+
+    def evaluate(self, texts, check, stage=0):
         def score(text):
             end = time.monotonic() + self.seconds
             while time.monotonic() < end:
                 check()
                 self.checks += 1
                 time.sleep(0.01)
-            return float(len(text)), (0.5,)
+            return float(len(text)), self.ratios([text])[0]
 
         return [attempt(lambda: score(text)) for text in texts]
 
@@ -405,7 +409,7 @@ def test_stop_after_candidate_finishes_the_one_in_flight(tmp_path):
 def test_a_broken_evaluator_ends_the_search_as_failed(tmp_path):
     ctl, evaluator, seen = controller(tmp_path)
 
-    def broken(texts, check):
+    def broken(texts, check, stage=0):
         raise RuntimeError("device lost")
 
     evaluator.evaluate = broken
@@ -419,14 +423,14 @@ def test_every_failure_of_a_candidate_is_a_logged_rejection_and_the_search_goes_
     ctl, evaluator, seen = controller(tmp_path, seconds=0.0)
     calls = []
 
-    def flaky(texts, check):
+    def flaky(texts, check, stage=0):
         def score(text):
             calls.append(text)
             if len(calls) == 2:
                 raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
             if len(calls) == 3:
-                return float("nan"), (0.5,)
-            return 1.0 + len(calls), (0.5,)
+                return float("nan"), evaluator.ratios([text])[0]
+            return 1.0 + len(calls), evaluator.ratios([text])[0]
         return [attempt(lambda: score(t)) for t in texts]
 
     evaluator.evaluate = flaky
@@ -440,7 +444,7 @@ def test_every_failure_of_a_candidate_is_a_logged_rejection_and_the_search_goes_
 
 def test_unexpected_errors_in_a_row_end_the_search_as_failed_with_the_checkpoint_kept(tmp_path):
     ctl, evaluator, seen = controller(tmp_path, seconds=0.0, population=12, generations=1)
-    evaluator.evaluate = lambda texts, check: [attempt(lambda: 1 / 0) for _ in texts]
+    evaluator.evaluate = lambda texts, check, stage=0: [attempt(lambda: 1 / 0) for _ in texts]
     ctl.start()
     assert ctl.join(5.0) and ctl.state == "failed"
     assert f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed" in seen[-1].message and seen[-1].resumable

@@ -148,11 +148,12 @@ async def test_leaderboard_sort_and_select_sends_function_everywhere():
         table = board.query_one("DataTable")
         table.focus()
         first = table.get_row_at(0)
-        assert float(first[2]) == pytest.approx(min(c.fitness for c in board.candidates.values()), abs=1e-3)
+        assert first[2] == "evolution" and first[3] == "final"
+        assert float(first[4]) == pytest.approx(min(c.fitness for c in board.candidates.values()), abs=1e-3)
         await pilot.press("f")
         assert board.sort_by == "index" and table.get_row_at(0)[0] == "0"
         await pilot.press("enter")
-        chosen = str(table.get_row_at(0)[4])
+        chosen = str(table.get_row_at(0)[6])
         assert await wait_until(pilot, lambda: app.query_one(Editor).text == chosen)
         assert app.query_one("#export-method").value == chosen
         assert chosen in app.query_one(Compare).query_one("DataTable").rows
@@ -260,6 +261,27 @@ async def test_export_reports_progress_and_result_or_error():
         app.query_one("#export-out").value = "exists"
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
+
+
+async def test_profile_search_with_stages_shows_strategy_and_stage_and_distills_into_the_editor():
+    api = FakeAPI()
+    app = app_with(api, params=SearchParams(strategy="evopress", stages="512:2", population=4, generations=3))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("s")
+        assert await wait_until(pilot, lambda: app.search_state == "finished")
+        board = app.query_one(Leaderboard)
+        table = board.query_one("DataTable")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert {r[2] for r in rows} == {"evopress"} and {r[3] for r in rows} == {"final", "1 (cheap)"}
+        assert [r[3] for r in rows].index("1 (cheap)") > [r[3] for r in rows].index("final")  # cheap ones last
+        assert app.best.text.startswith("profile:") and app.best.stage == 1
+        await pilot.press("l")
+        table.focus()
+        await pilot.press("enter")
+        chosen = str(table.get_row_at(0)[6])
+        assert await wait_until(pilot, lambda: app.query_one(Editor).text == FakeAPI.DISTILLED)
+        assert ("distill", chosen) in api.calls and app.query_one("#export-method").value == chosen
 
 
 async def test_settings_screen_changes_params_and_validates():

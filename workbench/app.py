@@ -114,6 +114,7 @@ class WorkbenchApp(App):
         self.scored_times: list[float] = []
         self.cluster_workers: ev.WorkersChanged | None = None  # (App.workers is Textual's worker manager)
         self.best: ScoredCandidate | None = None
+        self._pending_best: int | None = None  # the index of the candidate the search just called its best
         self.status_text = "loading model…"
         self.structured_controller = None
         self.structured_best: float | None = None
@@ -385,7 +386,7 @@ class WorkbenchApp(App):
         started = time.perf_counter()
         fitness, view = self.api.fitness(message.text, p.sparsity, p.metric)
         cand = ScoredCandidate(-1, -1, view.method, fitness, view.block_ratios, time.perf_counter() - started)
-        self.call_from_thread(self._add_candidate, cand)
+        self.call_from_thread(self._add_candidate, cand, self.best is None or fitness < self.best.fitness)
         self.call_from_thread(self.notify, f"fitness {fitness:.3f}: {view.method}")
 
     @on(CompareRequested)
@@ -458,14 +459,32 @@ class WorkbenchApp(App):
     def _selected(self, message: CandidateSelected) -> None:
         c = message.candidate
         self.query_one(Dashboard).show_allocation("selected", AllocationView(c.text, self.params.sparsity, c.ratios))
-        self.query_one(Editor).set_text(c.text)
         self.query_one(Export).use_function(c.text)
         self.query_one(Compare).add_function(c.text)
-        self.notify(f"selected {c.text}: on the dashboard, in the editor, compare and export panes")
+        if c.text.startswith("profile:"):
+            self.distill_into_editor(c.text)
+            self.notify("selected a profile: on the dashboard, compare and export panes; the editor gets the "
+                        "function closest to it")
+        else:
+            self.query_one(Editor).set_text(c.text)
+            self.notify(f"selected {c.text}: on the dashboard, in the editor, compare and export panes")
 
-    def _add_candidate(self, cand: ScoredCandidate) -> None:
+    @work(thread=True, group="distill", exclusive=True, exit_on_error=False)
+    def distill_into_editor(self, profile: str) -> None:
+        """The palette function closest to a profile, into the editor (to read and edit it as a function)."""
+        try:
+            function, rmse = self.api.distill(profile, self.params.sparsity, self.params.metric)
+        except ValueError as exc:
+            self.call_from_thread(self.notify, str(exc), title="distill", severity="error")
+            return
+        self.call_from_thread(self.query_one(Editor).set_text, function)
+        self.call_from_thread(self.notify, f"distilled: {function} (rms {rmse:.3f} from the profile's block ratios)")
+
+    def _add_candidate(self, cand: ScoredCandidate, best: bool = False) -> None:
+        """A scored candidate to the leaderboard; `best`: the search announced it as its best (or it is an
+        editor evaluation better than every best so far)."""
         self.query_one(Leaderboard).add(cand)
-        if self.best is None or cand.fitness < self.best.fitness:
+        if best:
             self.best = cand
             self.query_one(Dashboard).show_allocation(
                 "best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
@@ -517,14 +536,20 @@ class WorkbenchApp(App):
                 self.status_text = f"search failed: {event.message}"
                 self.params = replace(self.params, resume=event.resumable)
                 self.notify(event.message, title="search failed", severity="error", timeout=10)
+        elif isinstance(event, ev.NewBest):
+            self._pending_best = event.candidate.index
         elif isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
-            cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason)
+            settings = self.controller.settings
+            cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason,
+                                   settings.strategy, c.stage, c.stage == len(settings.stage_keep))
             if c.scored:
                 self.scored_times.append(time.monotonic())
-                self._add_candidate(cand)
-            self.status_text = (f"candidate {c.index + 1} (generation {c.generation}): "
-                                + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + f" | {c.text}")
+                self._add_candidate(cand, best=self._pending_best == c.index)
+            repeat = f" (same allocation as #{c.duplicate_of + 1})" if c.duplicate_of is not None else ""
+            self.status_text = (f"candidate {c.index + 1} (generation {c.generation}, stage {c.stage + 1}): "
+                                + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + repeat
+                                + f" | {c.text}")
         elif isinstance(event, ev.CandidateStarted):
             self.status_text = f"evaluating candidate {event.index + 1}: {event.text}"
         elif isinstance(event, ev.WorkersChanged):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.choices import (CALIBRATION_MODES, DEVICE_MAPS, DTYPE_CHOICES, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS,
-                            DEFAULT_OFFSPRING, DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SPARSITY, DEFAULT_STAGES,
-                            DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, EXPORT_DTYPES, EXPORT_FORMATS, FITNESS,
-                            METHODS, METRICS, PLAN_COMMANDS, STRATEGIES)
+from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LEVEL_STEP,
+                            DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS, DEFAULT_OFFSPRING, DEFAULT_POPULATION,
+                            DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES, DEFAULT_STRATEGY,
+                            DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
+                            FITNESS, METHODS, METRICS, PLAN_COMMANDS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 
@@ -121,19 +122,56 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS,
                    help=f"perplexity on the fitness split, or KL to the dense model there (default {DEFAULT_FITNESS})")
     g.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
-                   help="evolution, or the random-search baseline with the same budget")
+                   help="evolution (of functions), random (functions: the baseline with the same budget) or "
+                        "evopress (per-block sparsity profiles, EvoPress)")
     g.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
                    help=f"generations (default {DEFAULT_GENERATIONS})")
     g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
-                   help=f"candidates per generation (default {DEFAULT_POPULATION})")
+                   help=f"candidates per generation; evopress: offspring of the parent (default {DEFAULT_POPULATION})")
+    g.add_argument("--stages", default=DEFAULT_SEARCH_STAGES, metavar="TOKENS:KEEP,...",
+                   help="multi-fidelity selection: every candidate on the first TOKENS fitness tokens, the best KEEP "
+                        "go on, ..., the last survivors on the whole fitness split, e.g. 512:8; '' for none (default "
+                        "auto: a quarter of the fitness split, the best third of a generation going on)")
+    g.add_argument("--level-step", type=float, default=DEFAULT_LEVEL_STEP,
+                   help=f"evopress: step of the per-block sparsity grid (default {DEFAULT_LEVEL_STEP})")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
     g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
                    help="a function to place in the first population (repeatable)")
     _cluster_args(se)
     _output_args(se)
+    _result_parsers(sub)
     _plan_parser(sub)
     _structured_parser(sub)
     return parser
+
+
+def _result_parsers(sub) -> None:
+    di = sub.add_parser("distill", help="the allocation function closest to a profile (a profile search's best)",
+                        description="Fits the palette function whose per-block ratios come closest to a profile, "
+                                    "with no model forward, then (unless --no-eval) measures how much of the "
+                                    "profile's held-out gain over uniform the function keeps.")
+    which = di.add_mutually_exclusive_group(required=True)
+    which.add_argument("--from-run", metavar="RUN", help="the best profile of a search run (its model and data)")
+    which.add_argument("--profile", metavar="TEXT", help="a profile text 'profile:0.5,0.7,...' (with --sparsity)")
+    di.add_argument("--sparsity", type=float, default=None, help="target of --profile (default: its mean)")
+    di.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    di.add_argument("--no-eval", action="store_true", help="skip the held-out perplexities")
+    _model_args(di)
+    _data_args(di)
+    _output_args(di)
+    tr = sub.add_parser("transfer", help="held-out perplexity of allocations at other sparsities and metrics",
+                        description="Applies allocations (a search run's best, functions, profiles, baselines) at "
+                                    "several target sparsities and metrics and prints held-out perplexity side by "
+                                    "side with uniform. A profile moves to another target by one shift of every "
+                                    "block; a function is applied anew.")
+    tr.add_argument("--from-run", metavar="RUN", help="add the best of this search run (and use its model and data)")
+    tr.add_argument("--method", action="append", default=[], metavar="METHOD",
+                    help="an allocation: a baseline, a function or a profile text (repeatable)")
+    tr.add_argument("--sparsities", default="0.5,0.6,0.7,0.8", help="comma-separated targets (default 0.5,0.6,0.7,0.8)")
+    tr.add_argument("--metrics", default="wanda,sparsegpt", help="comma-separated metrics (default wanda,sparsegpt)")
+    _model_args(tr)
+    _data_args(tr)
+    _output_args(tr)
 
 
 def _plan_parser(sub) -> None:

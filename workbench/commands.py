@@ -39,6 +39,10 @@ def run(args) -> int:
         from workbench.preflight import plan
 
         return plan(args)
+    if args.command in ("distill", "transfer"):
+        from workbench import result_commands
+
+        return getattr(result_commands, f"{args.command}_command")(args)
     return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 

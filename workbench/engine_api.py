@@ -126,6 +126,16 @@ class EngineAPI:
         return ppl, AllocationView(a.method, a.target, a.block_ratios, a.block_values)
 
     @user_errors
+    def distill(self, profile: str, sparsity: float, metric: str) -> tuple[str, float]:
+        """The palette function closest to a profile (no forward) and its rms distance to it."""
+        from engine.allocation.distill import distill
+
+        session = self._session()
+        found = distill(list(session.allocate(profile, sparsity, metric).block_ratios),
+                        session.allocation_inputs(metric), sparsity)
+        return found.function, found.rmse
+
+    @user_errors
     def held_out(self, method: str, sparsity: float, metric: str) -> float:
         return self._session().score(method, sparsity, metric, "evaluation")[1]
 
@@ -139,7 +149,7 @@ class EngineAPI:
         settings = None if params.resume else SearchSettings(
             sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
             population=params.population, generations=params.generations, seeds=tuple(seeds),
-            model=session.loaded.source, data=self.data)
+            stages=params.stages, model=session.loaded.source, data=self.data)
         cluster = params.cluster or None  # with a cluster the workers load the model themselves
         controller = search_controller(params.run, settings, session=None if cluster else session, cluster=cluster,
                                        workers=params.workers or None, dtype=self.dtype, on_event=on_event,

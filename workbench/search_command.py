@@ -21,7 +21,8 @@ def settings_from(args) -> SearchSettings:
         raise WorkbenchError("--sparsity is required for a new search")
     return SearchSettings(sparsity=args.sparsity, metric=args.metric, fitness=args.fitness, strategy=args.strategy,
                           population=args.population, generations=args.generations, seed=args.search_seed,
-                          seeds=tuple(args.seed_function), model=args.model, data=data_config(args))
+                          seeds=tuple(args.seed_function), stages=args.stages, level_step=args.level_step,
+                          model=args.model, data=data_config(args))
 
 
 class EventPrinter:
@@ -30,6 +31,7 @@ class EventPrinter:
     def __init__(self, total: int, quiet: bool):
         self.total = total
         self.quiet = quiet
+        self.staged = False  # the search has selection stages: say each candidate's
         self.best: ev.Candidate | None = None
 
     def __call__(self, event) -> None:
@@ -40,6 +42,10 @@ class EventPrinter:
         if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
             what = f"fitness {c.fitness:.3f}" if c.scored else f"rejected: {c.reason}"
+            if c.duplicate_of is not None:
+                what += f" (same allocation as #{c.duplicate_of + 1})"
+            if self.staged:
+                what = f"stage {c.stage} {what}"
             best = f" | best {self.best.fitness:.3f}" if self.best else ""
             print(f"[{c.index + 1}/{self.total}] gen {c.generation} {c.seconds:.1f}s {what}{best} | {c.text}",
                   file=sys.stderr, flush=True)
@@ -100,7 +106,7 @@ def search(args) -> int:
     controller = search_controller(run, settings, dtype=args.dtype, device=args.device, device_map=args.device_map,
                                    cluster=cluster, workers=workers, on_event=printer, progress=bars,
                                    status=bars.status)
-    printer.total = active.population * active.generations
+    printer.total, printer.staged = active.budget, bool(active.stages)
     stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
     if stopped is not None:
         return stopped

@@ -10,6 +10,8 @@ import torch
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.mapping import check_target, rebalance, solve_weighted_mean, spread_ratios
+from engine.allocation.profiles import (PROTECTED, block_form_ratios, block_form_text, is_block_form,
+                                        parse_block_form)
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
 from engine.architecture import Block, block_means
 from engine.choices import METHOD_ALIASES, METHODS
@@ -84,15 +86,26 @@ def hill_alpha(weight: torch.Tensor) -> float:
 
 
 def canonical_method(method: str) -> str:
-    """A method name (aliases resolved) or the canonical text of a function; raises on an invalid one."""
+    """A method name (aliases resolved), or the canonical text of a profile, a protect level or a function;
+    raises on an invalid one."""
     method = METHOD_ALIASES.get(method, method)
-    return method if method in METHODS else str(AllocationFunction.parse(method))
+    if method in METHODS:
+        return method
+    if is_block_form(method):
+        return block_form_text(*parse_block_form(method))
+    return str(AllocationFunction.parse(method))
 
 
 def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> Allocation:
-    """Per-linear ratios for `method` (a name in METHODS or a function's text form)."""
+    """Per-linear ratios for `method`: a name in METHODS (but the protect baselines, which the session
+    resolves to a level), a profile or protect text (engine.allocation.profiles) or a function's text."""
     target = check_target(target)
     method = METHOD_ALIASES.get(method, method)
+    if is_block_form(method):
+        return _from_blocks(canonical_method(method), target, inputs, block_form_ratios(method, inputs.block_params, target))
+    if method in PROTECTED:
+        raise WorkbenchError(f"'{method}' picks its level on the fitness split: allocate it through a session, "
+                             f"or give the level ('{method}:0.3')")
     if method == "uniform":
         return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
     if method == "owl":

@@ -87,6 +87,12 @@ class Worker:
     def score(self, text: str, stage: int = 0) -> Outcome:
         return self.scorer.score_outcome(text, stage)
 
+    def ratios(self, texts: list[str]) -> list:
+        return self.scorer.ratios(texts)
+
+    def block_params(self) -> list[int]:
+        return self.scorer.block_params()
+
     def held_out(self, *args):
         return self.scorer.held_out(*args, no_progress)
 
@@ -173,7 +179,24 @@ class ClusterEvaluator:
 
     def held_out(self, methods, check: Progress):
         """The final re-scoring, on one actor."""
-        return self.ray.get(self._ready[0].held_out.remote(methods))
+        return self._on_one("held_out", methods)
+
+    def ratios(self, texts: list[str]) -> list:
+        """Block ratios without scoring (cheap), on one actor."""
+        return self._on_one("ratios", texts)
+
+    def block_params(self) -> list[int]:
+        return self._on_one("block_params")
+
+    def _on_one(self, method: str, *args):
+        """A call on the first worker that answers (a dead one is replaced, as in `evaluate`)."""
+        while self._ready:
+            actor = self._ready[0]
+            try:
+                return self.ray.get(getattr(actor, method).remote(*args))
+            except self.ray.exceptions.RayActorError:
+                self._lost(actor)
+        raise WorkbenchError("every Ray worker has died: nothing left to score candidates")
 
     def _lost(self, actor) -> None:
         """A dead actor leaves; a replacement starts loading the model and joins once ready."""

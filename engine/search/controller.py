@@ -18,9 +18,11 @@ from engine.search.store import RunStore
 
 class SearchController:
     def __init__(self, prepare: Callable[[Control], CheckpointedSearch], store: RunStore,
-                 on_event: Callable[[object], None]):
+                 on_event: Callable[[object], None], settings=None):
+        """`settings`: the search's settings (new or stored), for whoever shows the search."""
         self.prepare = prepare
         self.store = store
+        self.settings = settings
         self.control = Control(on_event)
         self.search: CheckpointedSearch | None = None
         self.result = None  # the SearchFinished event, once finished

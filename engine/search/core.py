@@ -37,6 +37,7 @@ class Outcome:
     seconds: float = 0.0
     reason: str | None = None
     error: bool = False  # an unexpected exception, not a property of the candidate
+    duplicate_of: int | None = None  # not scored: the same allocation as this earlier candidate
 
 
 def attempt(score: Callable[[], tuple[float, Sequence[float]]]) -> Outcome:
@@ -81,6 +82,9 @@ class CheckpointedSearch:
         """Must hold queue, evaluated, logged, done and best (None)."""
         raise NotImplementedError
 
+    def resumed(self, state: dict) -> None:
+        """A stored checkpoint is about to be continued (bring an older one up to date here)."""
+
     def cached(self, state: dict, text: str) -> bool:
         """Whether a queue entry is already scored (then it is passed over, not evaluated again)."""
         return False
@@ -108,6 +112,8 @@ class CheckpointedSearch:
         """Create the run folder with the initial state checkpointed, or load the checkpoint of the
         stored run (dropping log lines written after it)."""
         state = self.store.load_state() if self.store.exists else None
+        if state is not None:
+            self.resumed(state)
         if state is None:
             state = self.initial_state()
             if self.store.exists:  # a run made before the initial state was checkpointed

@@ -1,5 +1,6 @@
 """Candidate evaluation on one loaded model. engine.search.cluster.ClusterEvaluator has the same interface
-(`workers`, `prepare`, `evaluate`, `held_out`) over Ray workers, each holding one of these."""
+(`workers`, `prepare`, `ratios`, `block_params`, `evaluate`, `held_out`) over Ray workers, each holding
+one of these."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from engine.session import Session
 class Evaluator(Protocol):
     workers: int
 
-    def evaluate(self, texts: list[str], check: Progress) -> list[Outcome]:
-        """One outcome per text: its fitness and block ratios, or why it was rejected.
+    def ratios(self, texts: list[str]) -> list[tuple[float, ...] | str]:
+        """Each text's block ratios (no forward), or why it is invalid."""
+        ...
+
+    def block_params(self) -> list[int]:
+        """Parameters of the pruned linears of each block."""
+        ...
+
+    def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
+        """One outcome per text at selection `stage`: its fitness and block ratios, or why it was rejected.
 
         `check` is called often (every forward batch) and may raise to abandon the batch."""
         ...
@@ -28,13 +37,16 @@ class SessionEvaluator:
 
     workers = 1
 
-    def __init__(self, session: Session, sparsity: float, metric: str, fitness: str):
+    def __init__(self, session: Session, sparsity: float, metric: str, fitness: str,
+                 stage_tokens: tuple[int | None, ...] = (None,)):
+        """`stage_tokens`: fitness tokens of each selection stage (None: the whole fitness split)."""
         if fitness not in FITNESS:
             raise WorkbenchError(f"unknown fitness '{fitness}'; use one of {', '.join(FITNESS)}")
         self.session = session
         self.sparsity = sparsity
         self.metric = metric
         self.fitness = fitness
+        self.stage_tokens = stage_tokens
 
     def prepare(self, progress: Progress) -> None:
         """Everything that does not depend on the candidate: calibration, samples, orders, references.
@@ -53,20 +65,33 @@ class SessionEvaluator:
         return {m: self.session.score(m, self.sparsity, self.metric, "evaluation", progress=check)[1]
                 for m in methods}
 
-    def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
-        return [self.evaluate_one(t, check) for t in texts]
+    def ratios(self, texts: list[str]) -> list[tuple[float, ...] | str]:
+        out = []
+        for text in texts:
+            try:
+                out.append(self.session.allocate(text, self.sparsity, self.metric).block_ratios)
+            except WorkbenchError as exc:
+                out.append(str(exc))
+        return out
 
-    def evaluate_one(self, text: str, check: Progress = no_progress) -> Outcome:
-        return attempt(lambda: self.score(text, check))
+    def block_params(self) -> list[int]:
+        return list(self.session.allocation_inputs(self.metric).block_params)
+
+    def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
+        return [self.evaluate_one(t, check, stage) for t in texts]
+
+    def evaluate_one(self, text: str, check: Progress = no_progress, stage: int = 0) -> Outcome:
+        return attempt(lambda: self.score(text, check, stage))
 
     def score_outcome(self, text: str, stage: int = 0) -> Outcome:
-        """A cluster worker's call: one candidate (DSA candidates have no stages)."""
-        return self.evaluate_one(text)
+        """A cluster worker's call: one candidate."""
+        return self.evaluate_one(text, stage=stage)
 
-    def score(self, text: str, check: Progress) -> tuple[float, tuple[float, ...]]:
+    def score(self, text: str, check: Progress, stage: int = 0) -> tuple[float, tuple[float, ...]]:
         allocation = self.session.allocate(text, self.sparsity, self.metric)
+        tokens = self.stage_tokens[stage]
         with self.session.lock:
             self.session.prune(allocation, self.metric, progress=check)
-            score = (self.session.perplexity("fitness", progress=check) if self.fitness == "ppl"
-                     else self.session.kl("fitness", progress=check))
+            score = (self.session.perplexity("fitness", progress=check, tokens=tokens) if self.fitness == "ppl"
+                     else self.session.kl("fitness", progress=check, tokens=tokens))
         return score, allocation.block_ratios

@@ -18,7 +18,8 @@ class Candidate:
     ratios: tuple[float, ...] = ()
     seconds: float = 0.0
     reason: str | None = None  # why it was rejected
-    stage: int = 0  # selection stage (structured search; always 0 in the DSA search)
+    stage: int = 0  # selection stage (the last one ranks candidates between generations)
+    duplicate_of: int | None = None  # the earlier candidate with the same block ratios, whose fitness this is
 
     @property
     def scored(self) -> bool:
@@ -63,7 +64,7 @@ class GenerationDone:
 
 @dataclass(frozen=True)
 class StageDone:
-    """A selection stage of a structured-search generation has scored its candidates."""
+    """A selection stage of a generation has scored its candidates (its best `survivors` go on)."""
 
     generation: int
     stage: int

@@ -1,5 +1,18 @@
-"""DSA evolutionary search (and the random-search baseline) over allocation functions, on the shared
-checkpointed loop (engine.search.core)."""
+"""The searches over allocations, on the shared checkpointed loop (engine.search.core):
+
+- evolution: DSA allocation functions, a population, tournaments, mutation and crossover, (mu + lambda)
+  survival;
+- random: the baseline, fresh random functions every generation, the same selection;
+- evopress: per-block sparsity profiles (EvoPress): one parent (first the best of uniform and the
+  protect-first profiles), `population` offspring by level switches that keep the mean at the target,
+  the best of parent and offspring is the next parent.
+
+Every generation may go through selection stages (`stages`, multi-fidelity): all candidates are scored on
+the first few fitness tokens, the best go on to more tokens, and only the full fitness split ranks
+candidates between generations. A candidate whose block ratios (rounded to RATIO_DECIMALS) equal those
+of one scored before at the same stage is not scored again: it is logged with that candidate's fitness
+and index (`duplicate_of`).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +23,51 @@ from typing import Callable
 
 from engine.allocation import AllocationFunction
 from engine.allocation.mapping import check_target
-from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION,
-                            DEFAULT_STRATEGY, FITNESS, STRATEGIES)
+from engine.allocation.profiles import protect_levels
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LEVEL_STEP, DEFAULT_METRIC,
+                            DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.metrics import check_metric
 from engine.search import events as ev
-from engine.search.core import CheckpointedSearch
+from engine.search.core import CheckpointedSearch, Outcome
 from engine.search.genome import crossover, mutate, random_function
+from engine.search.levels import mutate_profile, start_profiles
 from engine.search.store import RunStore
 
 TOURNAMENT = 3
 CROSSOVER_P = 0.5
 MAX_TRIES = 50
+RATIO_DECIMALS = 3  # candidates whose block ratios agree to this many decimals are one candidate
+
+
+def parse_search_stages(text: str) -> tuple[tuple[int, int], ...]:
+    """'512:8,1024:4' -> ((512, 8), (1024, 4)): per stage, FITNESS_TOKENS:KEEP. Every candidate of a
+    generation is scored on the first stage's tokens, the best KEEP go on; those left after the last
+    stage are scored on the whole fitness split. '' (the default): every candidate on the whole split."""
+    try:
+        stages = tuple(tuple(int(x) for x in part.split(":")) for part in text.split(",") if part.strip())
+        if any(len(st) != 2 for st in stages):
+            raise ValueError
+    except ValueError:
+        raise WorkbenchError(f"bad --stages {text!r}: expected FITNESS_TOKENS:KEEP, comma-separated, "
+                             "e.g. 512:8,1024:4") from None
+    if any(t < 1 or k < 1 for t, k in stages):
+        raise WorkbenchError(f"bad --stages {text!r}: tokens and KEEP must be positive")
+    if any(b[0] <= a[0] or b[1] >= a[1] for a, b in zip(stages, stages[1:])):
+        raise WorkbenchError(f"bad --stages {text!r}: tokens must grow and KEEP shrink from stage to stage")
+    return stages
+
+
+def auto_stages(data: DataConfig, population: int) -> str:
+    """The default selection: every candidate on a quarter of the fitness split (whole windows), the best
+    third on all of it. Measured on the default model (bench/search_quality.py): the first 512 of 2,048
+    fitness tokens rank candidates as well as all of them (Spearman 0.98 with held-out perplexity, both) at
+    0.29x the time. None where the split has fewer than 4 windows or a generation fewer than 6 candidates."""
+    windows = data.fitness_tokens // data.seqlen
+    if windows < 4 or population < 6:
+        return ""
+    return f"{windows // 4 * data.seqlen}:{population // 3}"
 
 
 @dataclass(frozen=True)
@@ -35,6 +80,8 @@ class SearchSettings:
     generations: int = DEFAULT_GENERATIONS
     seed: int = 0
     seeds: tuple[str, ...] = ()  # functions placed in the first population
+    stages: str = DEFAULT_SEARCH_STAGES  # see parse_search_stages
+    level_step: float = DEFAULT_LEVEL_STEP  # evopress: the grid of block sparsities around the target
     model: str | None = None  # None: the default model
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -48,6 +95,34 @@ class SearchSettings:
         if self.population < 2 or self.generations < 1:
             raise WorkbenchError("the search needs --population >= 2 and --generations >= 1")
         object.__setattr__(self, "seeds", tuple(str(AllocationFunction.parse(s)) for s in self.seeds))
+        if self.stages == "auto":
+            object.__setattr__(self, "stages", auto_stages(self.data, self.population))
+        stages = parse_search_stages(self.stages)
+        object.__setattr__(self, "stages", ",".join(f"{t}:{k}" for t, k in stages))
+        if stages and (stages[-1][0] >= self.data.fitness_tokens or stages[0][1] >= self.population):
+            raise WorkbenchError(f"--stages {self.stages}: every stage needs fewer tokens than the fitness split "
+                                 f"({self.data.fitness_tokens}) and keeps fewer than the {self.population} "
+                                 "candidates of a generation")
+        if not 0 < self.level_step <= 0.1:
+            raise WorkbenchError(f"--level-step must lie in (0, 0.1] (got {self.level_step})")
+
+    @property
+    def stage_tokens(self) -> tuple[int | None, ...]:
+        """Fitness tokens per stage; None (the whole fitness split) for the last."""
+        return tuple(t for t, _ in parse_search_stages(self.stages)) + (None,)
+
+    @property
+    def budget(self) -> int:
+        """Candidates the search evaluates (at most: duplicates and rejections end stages early)."""
+        per_generation = self.population + sum(self.stage_keep)
+        if self.strategy == "evopress":  # the first generation: the start profiles
+            starts = 1 + len(protect_levels(self.sparsity))
+            return starts + sum(self.stage_keep) + (self.generations - 1) * per_generation
+        return self.generations * per_generation
+
+    @property
+    def stage_keep(self) -> tuple[int, ...]:
+        return tuple(k for _, k in parse_search_stages(self.stages))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,12 +133,13 @@ class SearchSettings:
         values = {k: v for k, v in data.items() if k in known}
         values["data"] = DataConfig(**values.get("data", {}))
         values["seeds"] = tuple(values.get("seeds", ()))
+        values.setdefault("stages", "")  # a run from before stages had none
         return cls(**values)
 
 
 class Search(CheckpointedSearch):
-    """Evolution (or random search) over allocation functions: a population, tournaments, mutation and
-    crossover; the evaluator scores `workers` candidates at once."""
+    """A search over allocations (see the module docstring); the evaluator scores `workers` candidates at
+    once and gives block ratios without scoring (`ratios`), for the duplicate check."""
 
     def __init__(self, settings: SearchSettings, store: RunStore, evaluator, *,
                  held_out: Callable[[list[str], Callable], dict] | None = None,
@@ -73,62 +149,145 @@ class Search(CheckpointedSearch):
         self.evaluator = evaluator
         self.workers = evaluator.workers
         self.held_out = held_out
+        self.final_stage = len(settings.stage_keep)
 
+    def resumed(self, state: dict) -> None:
+        """A checkpoint from before stages and the duplicate check: the same search, continued."""
+        if "stage" not in state:
+            scored = [c for c in state.pop("this_generation", []) if c["fitness"] is not None]
+            state.update(stage=0, by_ratios={}, rejected=0, stage_results=scored)
+
+    # -- scoring ------------------------------------------------------------------------------------
     def evaluate(self, state, texts, check):
-        return self.evaluator.evaluate(texts, check)
+        """Score `texts` at the current stage; a candidate with the block ratios of one scored before at
+        this stage (or earlier in `texts`) takes that one's fitness."""
+        stage, first = state["stage"], state["evaluated"]
+        outcomes: dict[int, Outcome] = {}
+        fresh, first_at, same_as = [], {}, {}  # same_as: position in texts -> its first occurrence's
+        for i, ratios in enumerate(self.evaluator.ratios(texts)):
+            if isinstance(ratios, str):  # invalid: rejected without a forward
+                outcomes[i] = Outcome(None, (), 0.0, ratios)
+                continue
+            key = ratio_key(stage, ratios)
+            if key in state["by_ratios"]:
+                index, fitness = state["by_ratios"][key]
+                outcomes[i] = Outcome(fitness, tuple(ratios), 0.0, duplicate_of=index)
+            elif key in first_at:
+                same_as[i] = first_at[key]
+            else:
+                first_at[key] = i
+                fresh.append(i)
+        for i, outcome in zip(fresh, self.evaluator.evaluate([texts[i] for i in fresh], check, stage)):
+            outcomes[i] = outcome
+        for i, j in same_as.items():
+            earlier = outcomes[j]
+            outcomes[i] = (Outcome(earlier.fitness, earlier.ratios, 0.0, duplicate_of=first + j) if earlier.fitness
+                           is not None else earlier)
+        return [outcomes[i] for i in range(len(texts))]
 
     def candidate(self, state, index, text, outcome):
         return ev.Candidate(index, state["generation"], text, outcome.fitness, outcome.ratios, outcome.seconds,
-                            outcome.reason)
+                            outcome.reason, stage=state["stage"], duplicate_of=outcome.duplicate_of)
 
     def record(self, state, cand) -> bool:
-        state["this_generation"].append(asdict(cand))
-        if cand.scored and (state["best"] is None or cand.fitness < state["best"]["fitness"]):
+        if not cand.scored:
+            state["rejected"] += 1
+            return False
+        if cand.duplicate_of is None:
+            state["by_ratios"][ratio_key(cand.stage, cand.ratios)] = [cand.index, cand.fitness]
+            state["stage_results"].append(asdict(cand))
+        if cand.stage == self.final_stage and (state["best"] is None or cand.fitness < state["best"]["fitness"]):
             state["best"] = asdict(cand)
             return True
         return False
 
+    # -- stages and generations -------------------------------------------------------------------
     def advance(self, state: dict) -> None:
-        """End a generation: the best of population and offspring survive; breed the next queue."""
-        records = [ev.Candidate.from_json(c) for c in state["this_generation"]]
-        scored = [c for c in records if c.scored]
-        fits = [c.fitness for c in scored]
+        """A stage ended: its best go on to the next stage, or the generation ends."""
+        ranked = sorted(state["stage_results"], key=lambda c: (c["fitness"], c["text"]))
+        if state["stage"] < self.final_stage and ranked:
+            keep = self.settings.stage_keep[state["stage"]]
+            self.on_event(ev.StageDone(state["generation"], state["stage"], len(ranked), min(keep, len(ranked)), 0,
+                                       self.settings.stage_tokens[state["stage"]], ranked[0]["fitness"]))
+            self._enter_stage(state, [c["text"] for c in ranked[:keep]], state["stage"] + 1)
+            return
+        self._end_generation(state, ranked)
+
+    def _enter_stage(self, state: dict, texts: list[str], stage: int) -> None:
+        """Queue `texts` at the first stage from `stage` on that keeps fewer of them than there are."""
+        keep = self.settings.stage_keep
+        while stage < self.final_stage and len(texts) <= keep[stage]:
+            stage += 1
+        state.update(queue=texts, stage=stage, stage_results=[])
+
+    def _end_generation(self, state: dict, scored: list[dict]) -> None:
+        fits = [c["fitness"] for c in scored]
         self.on_event(ev.GenerationDone(state["generation"], min(fits) if fits else None,
                                         statistics.median(fits) if fits else None, len(scored),
-                                        len(records) - len(scored)))
+                                        state["rejected"]))
         pool = {c["text"]: c for c in state["population"]}
-        pool.update({c.text: asdict(c) for c in scored})
-        ranked = sorted(pool.values(), key=lambda c: (c["fitness"], c["text"]))
-        state["population"] = ranked[: self.settings.population]
-        state["this_generation"] = []
+        pool.update({c["text"]: c for c in scored})
+        size = 1 if self.settings.strategy == "evopress" else self.settings.population
+        state["population"] = sorted(pool.values(), key=lambda c: (c["fitness"], c["text"]))[:size]
         state["generation"] += 1
         if state["generation"] >= self.settings.generations:
-            state["done"] = True
-        else:
-            rng = restore_rng(state["rng"])
-            state["queue"] = self._next_queue(state, rng)
-            state["rng"] = rng_state(rng)
+            state.update(done=True, queue=[], stage_results=[])
+            return
+        rng = restore_rng(state["rng"])
+        self._start_generation(state, self._offspring(state, rng))
+        state["rng"] = rng_state(rng)
+
+    def _start_generation(self, state: dict, texts: list[str]) -> None:
+        state["rejected"] = 0
+        self._enter_stage(state, texts, 0)
 
     def final_result(self, state: dict, check) -> dict:
-        """The best function re-scored on the held-out split next to uniform and OWL."""
+        """The best re-scored on the held-out split next to uniform, OWL and protect-first (the simple
+        baseline a search must beat)."""
         best = state["best"]
         held = {}
         if self.held_out is not None:
-            held = self.held_out(([best["text"]] if best else []) + ["uniform", "owl"], check)
+            held = self.held_out(([best["text"]] if best else []) + ["uniform", "owl", "first"], check)
         return {"best": best, "held_out_perplexity": held}
 
     # -- populations ------------------------------------------------------------------------
     def initial_state(self) -> dict:
         rng = random.Random(self.settings.seed)
-        queue = list(dict.fromkeys(self.settings.seeds))
-        seen = set(queue)
-        while len(queue) < self.settings.population:
-            queue.append(self._fresh(rng, seen, lambda: random_function(rng)))
-        return {"generation": 0, "queue": queue, "population": [], "this_generation": [], "best": None,
-                "rng": rng_state(rng), "seen": sorted(seen), "evaluated": 0, "logged": 0, "done": False}
+        state = {"generation": 0, "population": [], "best": None, "by_ratios": {}, "evaluated": 0, "logged": 0,
+                 "done": False}
+        if self.settings.strategy == "evopress":
+            weights = self.evaluator.block_params()
+            queue = start_profiles(self.settings.sparsity, weights)
+            state.update(weights=weights, seen=sorted(queue))
+        else:
+            queue = list(dict.fromkeys(self.settings.seeds))
+            seen = set(queue)
+            while len(queue) < self.settings.population:
+                queue.append(self._fresh(rng, seen, lambda: random_function(rng)))
+            state["seen"] = sorted(seen)
+        self._start_generation(state, queue)
+        state["rng"] = rng_state(rng)
+        return state
 
-    def _next_queue(self, state: dict, rng: random.Random) -> list[str]:
+    def _offspring(self, state: dict, rng: random.Random) -> list[str]:
         seen = set(state["seen"])
+        if self.settings.strategy == "evopress":
+            parent = state["population"][0]["text"] if state["population"] else state["seen"][0]
+            make = lambda: mutate_profile(parent, state["weights"], self.settings.level_step, rng)  # noqa: E731
+            queue = []
+            for _ in range(self.settings.population):
+                for _attempt in range(MAX_TRIES):
+                    text = make()
+                    if text not in seen:
+                        seen.add(text)
+                        queue.append(text)
+                        break
+        else:
+            queue = self._next_functions(state, rng, seen)
+        state["seen"] = sorted(seen)
+        return queue
+
+    def _next_functions(self, state: dict, rng: random.Random, seen: set[str]) -> list[str]:
         parents = [AllocationFunction.parse(c["text"]) for c in state["population"]]
         fitness = {c["text"]: c["fitness"] for c in state["population"]}
 
@@ -144,9 +303,7 @@ class Search(CheckpointedSearch):
                 return mutate(f, rng) if rng.random() < 0.5 else f
             return mutate(tournament(), rng)
 
-        queue = [self._fresh(rng, seen, child) for _ in range(self.settings.population)]
-        state["seen"] = sorted(seen)
-        return queue
+        return [self._fresh(rng, seen, child) for _ in range(self.settings.population)]
 
     @staticmethod
     def _fresh(rng: random.Random, seen: set[str], make: Callable[[], AllocationFunction]) -> str:
@@ -157,6 +314,11 @@ class Search(CheckpointedSearch):
                 seen.add(text)
                 return text
         raise WorkbenchError("the search space is exhausted: no new function found")
+
+
+def ratio_key(stage: int, ratios) -> str:
+    """The duplicate check's key: the stage and the block ratios rounded to RATIO_DECIMALS."""
+    return f"{stage}|" + ",".join(f"{r:.{RATIO_DECIMALS}f}" for r in ratios)
 
 
 def restore_rng(state: list) -> random.Random:

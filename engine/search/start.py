@@ -49,6 +49,9 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, dtype
 
         connect(cluster, workers)  # at once: an unreachable cluster is one line, before any work
 
+    def scorer(session: Session) -> SessionEvaluator:
+        return SessionEvaluator(session, settings.sparsity, settings.metric, settings.fitness, settings.stage_tokens)
+
     def prepare(control: Control) -> Search:
         def check(stage: str, done: int, total: int) -> None:
             control.checkpoint()
@@ -58,14 +61,13 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, dtype
             from engine.search.cluster import ClusterEvaluator
 
             status(f"starting Ray workers ({cluster}); each loads the model and builds its caches")
-            evaluator = ClusterEvaluator(cluster, lambda: SessionEvaluator(
-                Session(load_model(settings.model, dtype=dtype), settings.data), settings.sparsity,
-                settings.metric, settings.fitness), workers, report=on_event)
+            evaluator = ClusterEvaluator(cluster, lambda: scorer(Session(load_model(settings.model, dtype=dtype),
+                                                                             settings.data)), workers, report=on_event)
         else:
             active = session or Session(load_model(settings.model, dtype=dtype, device=device, device_map=device_map,
                                                    status=status), settings.data, progress=progress)
             control.checkpoint()
-            evaluator = SessionEvaluator(active, settings.sparsity, settings.metric, settings.fitness)
+            evaluator = scorer(active)
             status("preparing caches (calibration, weight ranks, block samples)")
         evaluator.prepare(check)
         if not cluster:
@@ -74,4 +76,4 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, dtype
                    f"({', '.join(f'{k} {v / 2**20:.0f}' for k, v in caches.items() if v)} MiB)")
         return Search(settings, store, evaluator, held_out=evaluator.held_out, on_event=on_event)
 
-    return SearchController(prepare, store, on_event)
+    return SearchController(prepare, store, on_event, settings)

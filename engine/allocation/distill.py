@@ -1,0 +1,93 @@
+"""Distill a per-block profile into the palette function whose ratios come closest, without a forward.
+
+The search runs over the function's stages: every pre-process chain of up to one op and PAIRS random
+chains of two ops, each with every reduction, give per-block values (computed once per pair); every
+transform chain of up to two ops is applied to those; lam and the direction are then fitted by least
+squares (the mapping is linear in them: s = target + 2 lam (n - mean n)). The FINALISTS closest
+before clipping are mapped exactly and the closest by root-mean-square distance wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+
+from engine.allocation.function import AllocationFunction
+from engine.allocation.methods import AllocationInputs
+from engine.allocation.ops import PRE_OPS, REDUCTIONS, TRANSFORMS
+from engine.choices import MAX_LAM
+from engine.errors import InvalidFunctionError
+
+PAIRS = 40
+FINALISTS = 40
+LAM_DECIMALS = 3
+
+
+@dataclass(frozen=True)
+class Distilled:
+    function: str
+    ratios: tuple[float, ...]
+    rmse: float  # root-mean-square distance of its block ratios to the profile's
+    max_error: float
+    tried: int  # functions compared
+
+
+def distill(profile: list[float], inputs: AllocationInputs, target: float, seed: int = 0) -> Distilled:
+    """The function whose block ratios at `target` come closest to `profile` (per-block sparsities)."""
+    rng = random.Random(seed)
+    pre_ops = [op for op in PRE_OPS if op != "no_op"]
+    chains = [()] + [(op,) for op in pre_ops]
+    chains += rng.sample(list(itertools.permutations(pre_ops, 2)) + [(op, op) for op in pre_ops],
+                         min(PAIRS, len(pre_ops) ** 2))
+    tr_ops = [op for op in TRANSFORMS if op != "no_op"]
+    transforms = [()] + [(op,) for op in tr_ops] + list(itertools.product(tr_ops, repeat=2))
+    goal = torch.tensor(profile, dtype=torch.float64) - target
+    rough = []
+    for pre in chains:
+        for reduction in REDUCTIONS:
+            try:
+                values = AllocationFunction(pre, reduction).block_values(inputs.samples)
+            except InvalidFunctionError:
+                continue
+            for transform in transforms:
+                fitted = _fit(values, transform, goal)
+                if fitted is not None:
+                    rough.append((fitted[0], pre, reduction, transform, fitted[1], fitted[2]))
+    rough.sort(key=lambda r: r[0])
+    best = None
+    for _, pre, reduction, transform, lam, direction in rough[:FINALISTS]:
+        function = AllocationFunction(pre, reduction, transform, lam, direction)
+        try:
+            ratios, _ = function.block_ratios(inputs.samples, inputs.block_params, target)
+        except InvalidFunctionError:
+            continue
+        errors = [r - p for r, p in zip(ratios, profile)]
+        rmse = math.sqrt(sum(e * e for e in errors) / len(errors))
+        if best is None or rmse < best.rmse:
+            best = Distilled(str(function), tuple(ratios), rmse, max(abs(e) for e in errors), len(rough))
+    if best is None:
+        raise InvalidFunctionError("no palette function gives finite values on this model's blocks")
+    return best
+
+
+def _fit(values: torch.Tensor, transform: tuple[str, ...], goal: torch.Tensor):
+    """(squared error before clipping, lam, direction) of the least-squares mapping, or None."""
+    v = values
+    for op in transform:
+        v = TRANSFORMS[op](v)
+    if not bool(torch.isfinite(v).all()):
+        return None
+    span = v.max() - v.min()
+    if not span > 0:
+        return None
+    n = (v - v.min()) / span
+    c = n - n.mean()
+    lam = float((c * goal).sum() / (2 * (c * c).sum()))
+    direction = 1 if lam >= 0 else -1
+    lam = round(min(MAX_LAM, max(10 ** -LAM_DECIMALS, abs(lam))), LAM_DECIMALS)
+    error = float(((goal - 2 * lam * direction * c) ** 2).sum())
+    return error, lam, direction

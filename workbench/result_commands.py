@@ -1,0 +1,105 @@
+"""`distill` and `transfer`: what to do with a search's result besides exporting it."""
+
+from __future__ import annotations
+
+from engine.allocation import canonical_method
+from engine.allocation.distill import distill
+from engine.allocation.mapping import check_target
+from engine.allocation.profiles import PROFILE, parse_block_form
+from engine.errors import WorkbenchError
+from engine.metrics import check_metric
+from engine.session import Session
+from workbench.commands import open_session
+from workbench.console import ProgressBars, print_result
+from workbench.preflight import check_plan
+
+
+def run_best(args, bars: ProgressBars) -> tuple[Session, str, float, str]:
+    """(session on the run's model and data, its best text, target, metric) of `--from-run`."""
+    from engine.loading import load_model
+    from engine.search.start import stored_settings
+    from engine.search.store import RunStore
+
+    store = RunStore(args.from_run)
+    settings = stored_settings(store)
+    best = (store.load_state(repair=False) or {}).get("best")
+    if best is None:
+        raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
+    check_plan(args, "allocations", settings.model, metric=settings.metric)
+    loaded = load_model(settings.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                        status=bars.status)
+    return Session(loaded, settings.data, progress=bars), best["text"], settings.sparsity, settings.metric
+
+
+def distill_command(args) -> int:
+    bars = ProgressBars(not args.quiet)
+    if args.from_run:
+        session, profile, target, metric = run_best(args, bars)
+    else:
+        profile, metric = canonical_method(args.profile), args.metric
+        values = parse_block_form(profile)[1]
+        target = check_target(args.sparsity if args.sparsity is not None else sum(values) / len(values))
+        check_plan(args, "allocations", args.model, metric=metric)
+        session = open_session(args, args.model, bars)
+    if not profile.startswith(f"{PROFILE}:"):
+        raise WorkbenchError(f"the best of {args.from_run} is not a profile (it is {profile!r}): distill reads "
+                             "the result of a --strategy evopress search")
+    ratios = list(session.allocate(profile, target, metric).block_ratios)
+    found = distill(ratios, session.allocation_inputs(metric, progress=bars), target)
+    result = {"profile": profile, "function": found.function, "rmse": found.rmse, "max_error": found.max_error,
+              "tried": found.tried, "target": target, "metric": metric}
+    text = (f"closest function ({found.tried} compared): {found.function}\n"
+            f"distance to the profile: rms {found.rmse:.4f}, largest {found.max_error:.4f} (block sparsity)")
+    if not args.no_eval:
+        held = {name: session.score(method, target, metric, progress=bars)[1]
+                for name, method in (("uniform", "uniform"), ("profile", profile), ("function", found.function))}
+        gain = held["uniform"] - held["profile"]
+        result |= {"held_out_perplexity": held, "gain_kept": (held["uniform"] - held["function"]) / gain if gain
+                   else None}
+        text += (f"\nheld-out perplexity: uniform {held['uniform']:.2f}, profile {held['profile']:.2f}, "
+                 f"function {held['function']:.2f}")
+        if gain > 0:
+            text += f"; the function keeps {result['gain_kept']:.0%} of the profile's gain over uniform"
+    print_result(args, result, text)
+    return 0
+
+
+def transfer_command(args) -> int:
+    bars = ProgressBars(not args.quiet)
+    targets = [check_target(_number(s, "--sparsities")) for s in args.sparsities.split(",") if s.strip()]
+    metrics = [check_metric(m.strip()) for m in args.metrics.split(",") if m.strip()]
+    methods = ["uniform"] + [canonical_method(m) for m in args.method]
+    if args.from_run:
+        session, best, _, _ = run_best(args, bars)
+        methods.append(best)
+    else:
+        if len(methods) == 1:
+            raise WorkbenchError("give --from-run or at least one --method to transfer")
+        check_plan(args, "allocations", args.model, metric=metrics[0])
+        session = open_session(args, args.model, bars)
+    methods = list(dict.fromkeys(methods))
+    rows = []
+    for metric in metrics:
+        for target in targets:
+            row = {"metric": metric, "sparsity": target, "perplexity": {}}
+            for method in methods:
+                try:
+                    row["perplexity"][method] = session.score(method, target, metric, progress=bars)[1]
+                except WorkbenchError as exc:
+                    row["perplexity"][method] = f"rejected: {exc}"
+            rows.append(row)
+    labels = {m: (m if len(m) <= 16 else f"m{i}") for i, m in enumerate(methods)}
+    lines = ["metric    sparsity " + " ".join(f"{labels[m]:>16}" for m in methods)]
+    for row in rows:
+        cells = [f"{v:>16.2f}" if isinstance(v, float) else f"{'rejected':>16}" for v in row["perplexity"].values()]
+        lines.append(f"{row['metric']:<9} {row['sparsity']:>8.2f} " + " ".join(cells))
+    lines += [f"{labels[m]} = {m}" for m in methods if labels[m] != m]
+    print_result(args, {"methods": methods, "rows": rows}, "held-out perplexity\n" + "\n".join(lines))
+    return 0
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise WorkbenchError(f"{flag}: {text!r} is not a number") from None
