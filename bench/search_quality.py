@@ -145,9 +145,19 @@ def main() -> None:
     p.add_argument("--evopress-population", type=int, default=8, help="offspring per generation (default 8)")
     p.add_argument("--evopress-stages", default="512:2", help="(default 512:2)")
     p.add_argument("--correlation", type=int, default=20, help="functions in the rank correlation (default 20)")
+    p.add_argument("--redistill", action="store_true",
+                   help="only distill the stored runs' best profiles again (after a change to distill)")
     args = p.parse_args()
     data = DataConfig()
     session = Session(load_model(None), data)
+    if args.redistill:
+        out = json.loads((RESULTS / "search_quality.json").read_text())
+        for target, res in out["results"].items():
+            res["distilled"] = [distilled(session, run["best"], float(target)) for run in res["runs"]["evopress"]]
+            res["summary"] = summary(res)
+        (RESULTS / "search_quality.json").write_text(json.dumps(out, indent=1))
+        print_summary(out)
+        return
     targets = [float(s) for s in args.sparsities.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {"model": session.loaded.label, "metric": "wanda", "data": data.__dict__, "budget": args.budget,
@@ -183,20 +193,27 @@ def main() -> None:
                 print(f"{target} seed {seed} {strategy}: held-out {row['held_out']:.2f} in {row['seconds']:.0f} s, "
                       f"{row['candidates']} candidates ({row['duplicates']} duplicates), {row['generations']} "
                       f"generations: {row['best']}", flush=True)
-            profile = res["runs"]["evopress"][-1]["best"]
-            t0 = time.perf_counter()
-            found = distill(list(session.allocate(profile, target).block_ratios), session.allocation_inputs("wanda"),
-                            target)
-            held = session.score(found.function, target, "wanda")[1]
-            res["distilled"].append({"function": found.function, "rmse": found.rmse, "held_out": held,
-                                     "seconds": time.perf_counter() - t0})
-            print(f"{target} seed {seed} distilled in {time.perf_counter() - t0:.0f} s: held-out {held:.2f} "
-                  f"(rms {found.rmse:.3f}): {found.function}", flush=True)
+            res["distilled"].append(distilled(session, res["runs"]["evopress"][-1]["best"], target))
         res["summary"] = summary(res)
         out["results"][str(target)] = res
         (RESULTS / "search_quality.json").write_text(json.dumps(out, indent=1))
+    print_summary(out)
+
+
+def distilled(session: Session, profile: str, target: float) -> dict:
+    """The function closest to a profile, with its held-out perplexity."""
+    t0 = time.perf_counter()
+    found = distill(list(session.allocate(profile, target).block_ratios), session.allocation_inputs("wanda"), target)
+    seconds = time.perf_counter() - t0
+    held = session.score(found.function, target, "wanda")[1]
+    print(f"{target} distilled in {seconds:.0f} s: held-out {held:.2f} (rms {found.rmse:.3f}): {found.function}",
+          flush=True)
+    return {"function": found.function, "rmse": found.rmse, "held_out": held, "seconds": seconds}
+
+
+def print_summary(out: dict) -> None:
     for target, res in out["results"].items():
-        print(f"\nheld-out perplexity at {float(target):.0%} (mean ± spread over seeds {seeds}):")
+        print(f"\nheld-out perplexity at {float(target):.0%} (mean ± spread over seeds {out['seeds']}):")
         for name, (mean, spread) in res["summary"].items():
             print(f"| {name} | {mean:.2f} | {spread:.2f} |")
 

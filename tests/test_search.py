@@ -177,6 +177,14 @@ def test_a_cluster_of_two_workers_gives_the_single_device_run(tmp_path, tiny_mod
     assert same_run(run, uninterrupted)
 
 
+def test_the_profile_search_on_the_cluster_gives_the_single_device_run(tmp_path, tiny_model_dir):
+    profile = ["--strategy", "evopress", "--stages", "64:2", "--generations", "3"]
+    for run, extra in ((tmp_path / "one", []), (tmp_path / "two", ["--cluster", "local", "--workers", "2"])):
+        subprocess.run(cli_search(run, tiny_model_dir, *profile, *extra), check=True, capture_output=True, env=_env())
+    assert same_run(tmp_path / "two", tmp_path / "one")
+    assert all(c.text.startswith("profile:") for c in RunStore(tmp_path / "two").candidates())
+
+
 def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_scored_twice(ray_session, tmp_path, uninterrupted):
     from engine.search.start import search_controller, stored_settings
 

@@ -1,10 +1,11 @@
 """Distill a per-block profile into the palette function whose ratios come closest, without a forward.
 
 The search runs over the function's stages: every pre-process chain of up to one op and PAIRS random
-chains of two ops, each with every reduction, give per-block values (computed once per pair); every
-transform chain of up to two ops is applied to those; lam and the direction are then fitted by least
-squares (the mapping is linear in them: s = target + 2 lam (n - mean n)). The FINALISTS closest
-before clipping are mapped exactly and the closest by root-mean-square distance wins.
+chains of two ops, each with every reduction, give per-block values (computed once per pair, on the first
+ROUGH_ROWS rows of each block sample); every transform chain of up to two ops is applied to those; lam
+and the direction are then fitted by least squares (the mapping is linear in them: s = target +
+2 lam (n - mean n)). The FINALISTS closest before clipping are mapped exactly, on the whole samples, and
+the closest by root-mean-square distance wins.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import torch
 from engine.allocation.function import AllocationFunction
 from engine.allocation.methods import AllocationInputs
 from engine.allocation.ops import PRE_OPS, REDUCTIONS, TRANSFORMS
+from engine.allocation.samples import BlockSample
 from engine.choices import MAX_LAM
 from engine.errors import InvalidFunctionError
 
 PAIRS = 40
-FINALISTS = 40
+FINALISTS = 60
+ROUGH_ROWS = 128
 LAM_DECIMALS = 3
 
 
@@ -46,11 +49,12 @@ def distill(profile: list[float], inputs: AllocationInputs, target: float, seed:
     tr_ops = [op for op in TRANSFORMS if op != "no_op"]
     transforms = [()] + [(op,) for op in tr_ops] + list(itertools.product(tr_ops, repeat=2))
     goal = torch.tensor(profile, dtype=torch.float64) - target
+    samples = [BlockSample(s.matrix[:ROUGH_ROWS], s.numel) for s in inputs.samples]
     rough = []
     for pre in chains:
         for reduction in REDUCTIONS:
             try:
-                values = AllocationFunction(pre, reduction).block_values(inputs.samples)
+                values = AllocationFunction(pre, reduction).block_values(samples)
             except InvalidFunctionError:
                 continue
             for transform in transforms:
