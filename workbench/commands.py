@@ -15,10 +15,10 @@ from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.loading import load_model
 from engine.metrics import parse_pattern
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
-from engine.session import Session
 from workbench.console import ProgressBars, print_result
 from workbench.options import data_config
 from workbench.preflight import check_plan
+from workbench.sessions import open_run_session, open_session, run_best
 
 transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
@@ -46,12 +46,6 @@ def run(args) -> int:
     return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
 
 
-def open_session(args, source: str | None, bars: ProgressBars, restorable: bool = True) -> Session:
-    loaded = load_model(source, dtype=args.dtype, device=args.device, device_map=getattr(args, "device_map", None),
-                        trust_remote_code=args.trust_remote_code, status=bars.status)
-    return Session(loaded, data_config(args), progress=bars, restorable=restorable)
-
-
 def prune(args) -> int:
     """`prune` and `export`: an allocation (or function, search run, recipe) to a verified model folder."""
     bars = ProgressBars(not args.quiet)
@@ -64,20 +58,11 @@ def prune(args) -> int:
         done = replay_recipe(recipe, args.out, device=args.device, status=bars.status, **options)
         return report_export(args, done, "replayed " + args.recipe)
     if getattr(args, "from_run", None):
-        from engine.search.start import stored_settings
-        from engine.search.store import RunStore
-
-        store = RunStore(args.from_run)
-        settings = stored_settings(store)
-        best = (store.load_state(repair=False) or {}).get("best")
-        if best is None:
-            raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
+        settings, best = run_best(args.from_run)
         check_output(args.out, args.force)
         check_plan(args, "prune", settings.model, metric=settings.metric)
-        loaded = load_model(settings.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                            status=bars.status)
-        session = Session(loaded, settings.data, progress=bars, restorable=False)
-        done = export_pruned(session, best["text"], settings.sparsity, settings.metric, args.out,
+        session = open_run_session(args, settings, bars, restorable=False)
+        done = export_pruned(session, best, settings.sparsity, settings.metric, args.out,
                              evaluate=not args.no_eval, verify=not args.no_verify, **options)
         return report_export(args, done, f"best of {args.from_run}")
     pattern = parse_pattern(args.pattern)

@@ -9,32 +9,22 @@ from engine.allocation.profiles import PROFILE, parse_block_form
 from engine.errors import WorkbenchError
 from engine.metrics import check_metric
 from engine.session import Session
-from workbench.commands import open_session
 from workbench.console import ProgressBars, print_result
 from workbench.preflight import check_plan
+from workbench.sessions import open_run_session, open_session, run_best
 
 
-def run_best(args, bars: ProgressBars) -> tuple[Session, str, float, str]:
+def best_of_run(args, bars: ProgressBars) -> tuple[Session, str, float, str]:
     """(session on the run's model and data, its best text, target, metric) of `--from-run`."""
-    from engine.loading import load_model
-    from engine.search.start import stored_settings
-    from engine.search.store import RunStore
-
-    store = RunStore(args.from_run)
-    settings = stored_settings(store)
-    best = (store.load_state(repair=False) or {}).get("best")
-    if best is None:
-        raise WorkbenchError(f"run {args.from_run} has no scored candidate yet")
+    settings, best = run_best(args.from_run)
     check_plan(args, "allocations", settings.model, metric=settings.metric)
-    loaded = load_model(settings.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                        status=bars.status)
-    return Session(loaded, settings.data, progress=bars), best["text"], settings.sparsity, settings.metric
+    return open_run_session(args, settings, bars), best, settings.sparsity, settings.metric
 
 
 def distill_command(args) -> int:
     bars = ProgressBars(not args.quiet)
     if args.from_run:
-        session, profile, target, metric = run_best(args, bars)
+        session, profile, target, metric = best_of_run(args, bars)
     else:
         profile, metric = canonical_method(args.profile), args.metric
         values = parse_block_form(profile)[1]
@@ -70,7 +60,7 @@ def transfer_command(args) -> int:
     metrics = [check_metric(m.strip()) for m in args.metrics.split(",") if m.strip()]
     methods = ["uniform"] + [canonical_method(m) for m in args.method]
     if args.from_run:
-        session, best, _, _ = run_best(args, bars)
+        session, best, _, _ = best_of_run(args, bars)
         methods.append(best)
     else:
         if len(methods) == 1:
