@@ -114,7 +114,6 @@ class WorkbenchApp(App):
         self.scored_times: list[float] = []
         self.cluster_workers: ev.WorkersChanged | None = None  # (App.workers is Textual's worker manager)
         self.best: ScoredCandidate | None = None
-        self._pending_best: int | None = None  # the index of the candidate the search just called its best
         self.status_text = "loading model…"
         self.structured_controller = None
         self.structured_best: float | None = None
@@ -386,7 +385,9 @@ class WorkbenchApp(App):
         started = time.perf_counter()
         fitness, view = self.api.fitness(message.text, p.sparsity, p.metric)
         cand = ScoredCandidate(-1, -1, view.method, fitness, view.block_ratios, time.perf_counter() - started)
-        self.call_from_thread(self._add_candidate, cand, self.best is None or fitness < self.best.fitness)
+        self.call_from_thread(self._add_candidate, cand)
+        if self.best is None or fitness < self.best.fitness:
+            self.call_from_thread(self._show_best, cand)
         self.call_from_thread(self.notify, f"fitness {fitness:.3f}: {view.method}")
 
     @on(CompareRequested)
@@ -480,14 +481,19 @@ class WorkbenchApp(App):
         self.call_from_thread(self.query_one(Editor).set_text, function)
         self.call_from_thread(self.notify, f"distilled: {function} (rms {rmse:.3f} from the profile's block ratios)")
 
-    def _add_candidate(self, cand: ScoredCandidate, best: bool = False) -> None:
-        """A scored candidate to the leaderboard; `best`: the search announced it as its best (or it is an
-        editor evaluation better than every best so far)."""
+    def _add_candidate(self, cand: ScoredCandidate) -> None:
         self.query_one(Leaderboard).add(cand)
-        if best:
-            self.best = cand
-            self.query_one(Dashboard).show_allocation(
-                "best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
+
+    def _show_best(self, cand: ScoredCandidate) -> None:
+        """The search's own best (its NewBest event), or an editor evaluation better than every best so far."""
+        self.best = cand
+        self.query_one(Dashboard).show_allocation("best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
+
+    def _scored_candidate(self, c: ev.Candidate) -> ScoredCandidate:
+        """An engine candidate as the panes see it, with the strategy and final stage of its search."""
+        settings = self.controller.settings
+        return ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason,
+                               settings.strategy, c.stage, c.stage == len(settings.stage_keep))
 
     def _structured_event(self, event) -> None:
         pane = self.query_one(Structured)
@@ -537,15 +543,12 @@ class WorkbenchApp(App):
                 self.params = replace(self.params, resume=event.resumable)
                 self.notify(event.message, title="search failed", severity="error", timeout=10)
         elif isinstance(event, ev.NewBest):
-            self._pending_best = event.candidate.index
+            self._show_best(self._scored_candidate(event.candidate))
         elif isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
-            settings = self.controller.settings
-            cand = ScoredCandidate(c.index, c.generation, c.text, c.fitness, c.ratios, c.seconds, c.reason,
-                                   settings.strategy, c.stage, c.stage == len(settings.stage_keep))
             if c.scored:
                 self.scored_times.append(time.monotonic())
-                self._add_candidate(cand, best=self._pending_best == c.index)
+                self._add_candidate(self._scored_candidate(c))
             repeat = f" (same allocation as #{c.duplicate_of + 1})" if c.duplicate_of is not None else ""
             self.status_text = (f"candidate {c.index + 1} (generation {c.generation}, stage {c.stage + 1}): "
                                 + (f"{c.fitness:.3f}" if c.scored else f"rejected: {c.reason}") + repeat
