@@ -6,19 +6,23 @@ No torch, no textual: the CLI (which must start at once), the screens and the en
 from __future__ import annotations
 
 # -- pruning ------------------------------------------------------------------------------------------
-METRICS = ("magnitude", "wanda", "sparsegpt")
+METRICS = ("magnitude", "magnitude-row", "wanda", "sparsegpt")  # magnitude: one threshold per matrix, as the
+# OWL and AlphaPruning reference code prune by magnitude; magnitude-row: the same fraction of every row
 DEFAULT_METRIC = "wanda"
 DEFAULT_SPARSITY = 0.7
-BASELINES = ("uniform", "owl", "global", "er", "er-plus", "alpha", "first", "ends")  # first, ends: see profiles
+BASELINES = ("uniform", "owl", "global", "er", "er-plus", "er-ends", "alpha", "first", "ends")  # first, ends:
+# see engine.allocation.profiles; er-ends: ER with the first and last blocks twice as dense (our variant)
 METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
 METHOD_ALIASES = {"alphapruning": "alpha"}
 CALIBRATION_MODES = ("dense", "sequential")  # sequential: each block from the pruned blocks before it
 METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
+                 "er-ends": "ER, ends x2",
                  "alpha": "AlphaPruning", "first": "Protect first", "ends": "Protect ends",
                  "dsa": "DSA (published)"}
 
 # -- allocation functions -----------------------------------------------------------------------------
 DEFAULT_LAM = 0.08
+NAN_POLICIES = ("reject", "reference")  # reference: NaN -> 0 and inf -> -1, as the DSA reference code
 MAX_LAM = 0.5
 LAM_STEP = 0.02  # the search's lam grid and mutation step
 LAM_MIN = 0.02

@@ -43,10 +43,20 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+def is_magnitude(metric: str) -> bool:
+    """Magnitude, with one threshold per matrix or per row: no calibration needed."""
+    return metric.startswith("magnitude")
+
+
+def per_matrix(metric: str) -> bool:
+    """Whether `metric` prunes the lowest scores of a whole matrix (magnitude), not of each row."""
+    return metric == "magnitude"
+
+
 def element_scores(metric: str, weight: torch.Tensor, feature_norm: torch.Tensor | None) -> torch.Tensor:
     """|W| for magnitude; |W_ij| * ||X_j|| for Wanda (and for SparseGPT's allocation inputs)."""
     scores = weight.detach().abs().float()
-    if metric == "magnitude":
+    if is_magnitude(metric):
         return scores
     if feature_norm is None:
         raise ValueError(f"metric {metric} needs calibration feature norms")
@@ -56,6 +66,14 @@ def element_scores(metric: str, weight: torch.Tensor, feature_norm: torch.Tensor
 def prune_count(row_length: int, ratio: float) -> int:
     """Weights pruned in a row of `row_length` at `ratio`."""
     return int(round(ratio * row_length))
+
+
+def matrix_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Each element's position in the whole matrix's ascending score order (ties by position), int32: the
+    `k` lowest-scoring weights of the matrix are those of rank < k."""
+    order = scores.flatten().argsort(stable=True)
+    positions = torch.arange(order.numel(), device=scores.device, dtype=torch.int32)
+    return torch.empty_like(order, dtype=torch.int32).scatter_(0, order, positions).view_as(scores)
 
 
 def row_ranks(scores: torch.Tensor) -> torch.Tensor:

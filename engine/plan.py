@@ -206,7 +206,7 @@ def make_plan(shape: ModelShape, command: str, *, metric: str = "wanda", calibra
     act_blocks = _forward_bytes(s, data.batch_size, data.seqlen, B, head=False)  # calibration: no head
     calib_stats = s.layers * sum(i for _, i in s.block_linears) * 4
     hessians = s.layers * _hessians(s) * 4
-    ranks = blocks * (2 if max(i for _, i in s.block_linears) < 32768 else 4)
+    ranks = blocks * (2 if max(i for _, i in s.block_linears) < 32768 and metric != "magnitude" else 4)  # int16 per row
     reference = data.fitness_tokens * s.vocab * 2 if fitness == "kl" else 0
     samples = s.layers * data.sample_size * 8
     ranking = fp32_block_temp * 5  # scores, and argsort's values and int64 indices, of one linear

@@ -3,7 +3,8 @@
 Two ways, chosen by the metric:
 
 * **Masked** (magnitude and Wanda, unstructured): the model's weights are never changed. Each weight's
-  rank within its row (int16, computed once) decides: the k lowest-ranked weights of a row are pruned,
+  rank within its row (int16, computed once; within its matrix for `magnitude`, int32) decides: the k
+  lowest-ranked weights of a row (of the matrix) are pruned,
   `where(rank >= k, W, 0)`. A `MaskedPruning` materialises the pruned weights of one decoder block at a
   time, for the duration of that block's forward (hooks), so pruning at other ratios costs nothing up
   front and the device holds the dense model, the ranks and one block's pruned copy: about 2x the weight
@@ -21,7 +22,8 @@ import torch
 from engine.architecture import Block
 from engine.calibration import CalibrationStats
 from engine.errors import WorkbenchError
-from engine.metrics import NMPattern, check_metric, element_scores, nm_prune_mask, prune_count, row_ranks
+from engine.metrics import (NMPattern, check_metric, element_scores, is_magnitude, matrix_ranks, nm_prune_mask,
+                            per_matrix, prune_count, row_ranks)
 from engine.progress import Progress, no_progress
 from engine.sparsegpt import sparsegpt_prune_
 
@@ -44,7 +46,7 @@ class Pruner:
     def __init__(self, blocks: list[Block], metric: str, stats: CalibrationStats | None,
                  pattern: NMPattern | None = None, dense: Callable[[str], torch.Tensor] | None = None):
         self.metric = check_metric(metric)
-        if metric != "magnitude" and stats is None:
+        if not is_magnitude(metric) and stats is None:
             raise ValueError(f"metric {metric} needs calibration statistics")
         if metric == "sparsegpt" and (stats is None or stats.hessians is None):
             raise ValueError("sparsegpt needs calibration Hessians")
@@ -64,13 +66,15 @@ class Pruner:
         return self._dense(name) if self._dense is not None else self.linears[name].weight.data
 
     def scores(self, name: str) -> torch.Tensor:
-        norm = None if self.metric == "magnitude" else self.stats.feature_norm(name)
+        norm = None if is_magnitude(self.metric) else self.stats.feature_norm(name)
         return element_scores(self.metric, self.dense(name), norm)
 
     def ranks(self, name: str) -> torch.Tensor:
-        """Each weight's position in its row's ascending score order (int16 where rows allow), kept."""
+        """Each weight's position in its row's ascending score order (int16 where rows allow), or in its
+        matrix's for a per-matrix metric (int32), kept."""
         if name not in self._ranks:
-            self._ranks[name] = row_ranks(self.scores(name))
+            ranks = matrix_ranks if per_matrix(self.metric) else row_ranks
+            self._ranks[name] = ranks(self.scores(name))
         return self._ranks[name]
 
     def prepare(self, progress: Progress = no_progress) -> None:
@@ -83,8 +87,9 @@ class Pruner:
         return sum(t.numel() * t.element_size() for t in self._ranks.values())
 
     def pruned(self, name: str, dense: torch.Tensor, ratio: float) -> torch.Tensor:
-        """A new tensor: `dense` with the `ratio` lowest-scoring weights of every row set to zero."""
-        k = prune_count(dense.shape[1], ratio)
+        """A new tensor: `dense` with the `ratio` lowest-scoring weights of every row (of the whole matrix for a
+        per-matrix metric) set to zero."""
+        k = prune_count(dense.numel() if per_matrix(self.metric) else dense.shape[1], ratio)
         if not k:
             return dense
         return torch.where(self.ranks(name) >= k, dense, dense.new_zeros(()))

@@ -29,7 +29,7 @@ def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: f
         "pattern": result.pattern,
         "calibration": result.calibration,
         "allocation": {"method": alloc.method, "target": alloc.target, "block_ratios": list(alloc.block_ratios),
-                       "linear_ratios": alloc.linear_ratios},
+                       "linear_ratios": alloc.linear_ratios, "parameters": alloc.parameters},
         "achieved": {"sparsity": _overall(session, linear_sparsity),
                      "blocks": block_means(session.blocks, linear_sparsity), "linears": linear_sparsity},
         "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,

@@ -13,7 +13,7 @@ import torch
 from engine.architecture import Block
 from engine.blocks import BlockRunner
 from engine.calibration import StatsCollector
-from engine.metrics import NMPattern
+from engine.metrics import NMPattern, is_magnitude
 from engine.progress import Progress, no_progress
 from engine.pruning import Pruner, check_ratios
 
@@ -27,7 +27,7 @@ def prune_sequentially(model, blocks: list[Block], windows: torch.Tensor, ratios
     runner.start()
     for i, block in enumerate(blocks):
         stats = None
-        if metric != "magnitude":
+        if not is_magnitude(metric):
             collector = StatsCollector([block], hessians=metric == "sparsegpt")
             try:
                 runner.run(i, advance=False)

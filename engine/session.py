@@ -19,7 +19,7 @@ from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
 from engine.loading import LoadedModel
-from engine.metrics import NMPattern, check_metric, parse_pattern
+from engine.metrics import NMPattern, check_metric, is_magnitude, parse_pattern
 from engine.progress import Progress, no_progress
 from engine.pruning import HostBackup, MaskedPruning, Pruner
 from engine.sequential import prune_sequentially
@@ -94,7 +94,7 @@ class Session:
     def pruner(self, metric: str, pattern: NMPattern | None = None, progress: Progress | None = None) -> Pruner:
         key = (check_metric(metric), str(pattern) if pattern else None)
         if key not in self._pruners:
-            stats = None if metric == "magnitude" else self.calibration(metric == "sparsegpt", progress)
+            stats = None if is_magnitude(metric) else self.calibration(metric == "sparsegpt", progress)
             self._pruners[key] = Pruner(self.blocks, metric, stats, pattern, dense=self.dense_weight)
         return self._pruners[key]
 
@@ -113,9 +113,10 @@ class Session:
         return key in self._inputs and "samples" in self._inputs[key].__dict__
 
     def allocate(self, method: str, target: float, metric: str = "wanda", progress: Progress | None = None) -> Allocation:
+        """OWL's outlier fractions come from Wanda scores whatever the metric, as in its reference code."""
         if method in PROTECTED:
             method = self.protect_level(method, target, metric, progress)
-        return compute_allocation(method, target, self.allocation_inputs(metric))
+        return compute_allocation(method, target, self.allocation_inputs("wanda" if method == "owl" else metric))
 
     def protect_level(self, kind: str, target: float, metric: str, progress: Progress | None = None) -> str:
         """The `first` / `ends` baseline as a text with its level: of the levels below the target, the one
@@ -257,7 +258,7 @@ class Session:
 
 def _score_metric(metric: str) -> str:
     """The scores allocations read: magnitude for magnitude, Wanda for Wanda and SparseGPT."""
-    return "magnitude" if check_metric(metric) == "magnitude" else "wanda"
+    return "magnitude" if is_magnitude(check_metric(metric)) else "wanda"
 
 
 __all__ = ["DataConfig", "PruneResult", "Session"]

@@ -87,6 +87,7 @@ def test_parse_print_round_trip_for_every_op(stage, table):
     "abs, normalize, tanh | entropy | sqrt, reciprocal | lam=0.12",
     "no_op | median | no_op | dir=-",
     "softmax | logdet | no_op | lam=0.05 | dir=-",
+    "abslog | var | atan, asin | nan=reference",
 ])
 def test_canonical_texts_print_back_identically(text):
     assert str(AllocationFunction.parse(text)) == text
@@ -94,7 +95,8 @@ def test_canonical_texts_print_back_identically(text):
 
 def test_published_function_and_reference_code_form():
     assert str(PUBLISHED_DSA) == "abslog | var | atan, asin"
-    assert AllocationFunction.parse("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)") == PUBLISHED_DSA
+    assert AllocationFunction.parse("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)") == PUBLISHED_DSA  # LAMBDA group: unread
+    assert AllocationFunction.parse("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(9)").lam == 0.08
     assert AllocationFunction.parse("  abslog|var|atan ,asin ") == PUBLISHED_DSA
 
 
@@ -106,6 +108,8 @@ def test_published_function_and_reference_code_form():
     ("abslog | var | atan | lam=2", "lam"),
     ("abslog | var | atan | lam=x", "lam"),
     ("abslog | var | atan | dir=up", "dir"),
+    ("abslog | var | atan | nan=zero", "nan"),
+    ("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(x)", None),
     ("abslog | var | frobnicate", "frobnicate"),
 ])
 def test_invalid_expressions_raise_with_the_op(text, op):
@@ -113,6 +117,32 @@ def test_invalid_expressions_raise_with_the_op(text, op):
         AllocationFunction.parse(text)
     assert err.value.op == op
     assert "\n" not in str(err.value)
+
+
+def mixed_samples() -> list[BlockSample]:
+    """Six blocks whose mean is 0.5, 0.9, 3, 0.2, 5, 0.7: asin of a mean above 1 is NaN."""
+    return [BlockSample(torch.full((4, 4), m, dtype=torch.float64), 1000) for m in (0.5, 0.9, 3.0, 0.2, 5.0, 0.7)]
+
+
+def test_reference_nan_policy_replaces_nan_with_zero_and_names_the_blocks():
+    rejecting = AllocationFunction((), "mean", ("asin",))
+    with pytest.raises(InvalidFunctionError, match="op 'asin' produced NaN at block 2"):
+        rejecting.block_values(mixed_samples())
+    reference = AllocationFunction.parse("no_op | mean | asin | nan=reference")
+    values = reference.block_values(mixed_samples()).tolist()
+    assert values[2] == 0.0 and values[4] == 0.0 and values[0] == pytest.approx(math.asin(0.5))
+    assert reference.replaced_blocks(mixed_samples()) == [2, 4] == rejecting.replaced_blocks(mixed_samples())
+    inf = AllocationFunction.parse("no_op | mean | log | nan=reference")
+    zero_block = [BlockSample(torch.zeros(4, 4, dtype=torch.float64), 1000)] + mixed_samples()[:2]
+    assert inf.block_values(zero_block).tolist()[0] == -1.0
+
+
+def test_reference_policy_sets_zeros_to_one_before_the_log_where_ours_floors_them():
+    sample = [BlockSample(torch.tensor([[0.0, 0.5], [2.0, 4.0]], dtype=torch.float64), 4)]
+    ours = AllocationFunction(("abslog",), "mean").block_values(sample).item()
+    reference = AllocationFunction(("abslog",), "mean", nan="reference").block_values(sample).item()
+    assert ours == pytest.approx((2 * math.log(0.5) + math.log(2) + math.log(4)) / 4)
+    assert reference == pytest.approx((0 + math.log(0.5) + math.log(2) + math.log(4)) / 4)
 
 
 def test_mapping_direction_spread_and_exact_mean():

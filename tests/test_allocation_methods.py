@@ -9,7 +9,8 @@ from torch import nn
 from engine.allocation import AllocationInputs, compute_allocation
 from engine.choices import METHODS
 from engine.errors import WorkbenchError
-from engine.allocation.methods import hill_alpha
+from engine.allocation.mapping import scaled_ratios
+from engine.allocation.methods import esd_alpha
 from engine.architecture import Block
 
 VALID_FUNCTIONS = ["abs | mean | no_op", "abslog | std | tanh | dir=-", "pow2 | l2 | log | lam=0.2",
@@ -71,17 +72,60 @@ def test_global_collapses_towards_layers_with_low_scores(tiny_session):
     assert len(set(round(r, 6) for r in allocation.linear_ratios.values())) > 1
 
 
-def test_er_plus_keeps_first_and_last_blocks_denser(tiny_session):
-    er_plus = compute_allocation("er-plus", 0.6, tiny_session.allocation_inputs("wanda")).block_ratios
-    assert er_plus[0] < er_plus[1] and er_plus[-1] < er_plus[1]
+def test_er_plus_is_er_with_the_unpruned_head_and_er_ends_keeps_the_ends_denser(tiny_session):
+    inputs = tiny_session.allocation_inputs("wanda")
+    er = compute_allocation("er", 0.6, inputs).linear_ratios
+    assert compute_allocation("er-plus", 0.6, inputs).linear_ratios == er
+    ends = compute_allocation("er-ends", 0.6, inputs).block_ratios
+    assert ends[0] < ends[1] and ends[-1] < ends[1]
 
 
-def test_hill_alpha_is_lower_for_heavy_tailed_spectra():
-    torch.manual_seed(0)
-    gaussian = torch.randn(200, 100)
-    u, _, v = torch.linalg.svd(gaussian, full_matrices=False)
-    heavy = u @ torch.diag(torch.arange(1, 101, dtype=torch.float32) ** -1.0) @ v
-    assert hill_alpha(heavy) < hill_alpha(gaussian)
+def test_owl_reads_wanda_outliers_whatever_the_metric(tiny_session):
+    assert tiny_session.allocate("owl", 0.6, "magnitude").block_ratios == \
+        tiny_session.allocate("owl", 0.6, "wanda").block_ratios
+    assert tiny_session.allocate("global", 0.6, "magnitude").block_ratios != \
+        tiny_session.allocate("global", 0.6, "wanda").block_ratios
+
+
+def _matrix_with_eigenvalues(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    n = eigenvalues.numel()
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return (u @ torch.diag(eigenvalues.sqrt()) @ v.T).float()
+
+
+@pytest.mark.parametrize("alpha", [2.5, 4.0])
+def test_esd_alpha_recovers_the_exponent_of_a_power_law_spectrum(alpha):
+    """Eigenvalues drawn from p(x) ~ x^-alpha above 0.01: the KS-chosen fit finds alpha within 15%."""
+    gen = torch.Generator().manual_seed(1)
+    u = torch.rand(400, generator=gen, dtype=torch.float64)
+    eigenvalues = 0.01 * u.pow(-1 / (alpha - 1))
+    assert esd_alpha(_matrix_with_eigenvalues(eigenvalues)) == pytest.approx(alpha, rel=0.15)
+
+
+def test_esd_alpha_is_lower_for_heavier_tails():
+    gen = torch.Generator().manual_seed(2)
+    u = torch.rand(300, generator=gen, dtype=torch.float64)
+    heavy, light = (_matrix_with_eigenvalues(0.01 * u.pow(-1 / (a - 1))) for a in (2.0, 5.0))
+    assert esd_alpha(heavy) < esd_alpha(light)
+
+
+def test_alpha_mapping_is_multiplicative_around_the_target():
+    """AlphaPruning: r in [1 - eps, 1 + eps] by min-max of alpha, times target, scaled to the mean: at 0.7 and
+    eps 0.2 the spread is 2 * 0.2 * 0.7 = 0.28, not 2 * eps."""
+    ratios = scaled_ratios([3.0, 5.0, 4.0], [1, 1, 1], 0.7, 0.2)
+    assert ratios == pytest.approx([0.56, 0.84, 0.70])
+    weighted = scaled_ratios([3.0, 5.0], [3, 1], 0.5, 0.2)  # r = 0.8, 1.2: mean 0.9 -> c = 1/0.9
+    assert weighted == pytest.approx([0.5 * 0.8 / 0.9, 0.5 * 1.2 / 0.9])
+
+
+def test_alpha_allocation_records_its_eps_and_gives_lower_sparsity_to_lower_alpha(tiny_session):
+    allocation = tiny_session.allocate("alpha", 0.7)
+    assert allocation.parameters["eps"] == 0.2
+    values, ratios = allocation.block_values, allocation.block_ratios
+    assert sorted(range(len(values)), key=values.__getitem__) == sorted(range(len(ratios)), key=ratios.__getitem__)
+    assert max(ratios) - min(ratios) <= 2 * 0.2 * 0.7 / 0.8 + 1e-9
 
 
 def test_method_names_aliases_and_function_texts_are_canonicalised(tiny_session):

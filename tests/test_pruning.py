@@ -18,7 +18,7 @@ def per_linear(session, ratios_by_position) -> Allocation:
     return Allocation("custom", 0.5, ratios, ())
 
 
-@pytest.mark.parametrize("metric", ["wanda", "magnitude"])
+@pytest.mark.parametrize("metric", ["wanda", "magnitude-row"])
 def test_unstructured_masks_prune_exactly_the_fraction_of_every_row(tiny_session, metric):
     allocation = per_linear(tiny_session, [0.1, 0.33, 0.5, 0.61, 0.7, 0.8, 0.9])
     tiny_session.prune(allocation, metric)
@@ -29,6 +29,22 @@ def test_unstructured_masks_prune_exactly_the_fraction_of_every_row(tiny_session
             assert torch.all(zeros == prune_count(lin.in_features, allocation.linear_ratios[name])), name
     assert tiny_session.achieved() == {n: (lin.weight == 0).sum().item() / lin.weight.numel()
                                        for b in tiny_session.blocks for n, lin in b.linears.items()}
+
+
+def test_magnitude_prunes_the_smallest_weights_of_each_matrix_with_one_threshold(tiny_session):
+    """As the OWL and AlphaPruning reference code prune by magnitude: rows lose different counts."""
+    allocation = per_linear(tiny_session, [0.1, 0.33, 0.5, 0.61, 0.7, 0.8, 0.9])
+    dense = {n: lin.weight.detach().clone() for b in tiny_session.blocks for n, lin in b.linears.items()}
+    tiny_session.prune(allocation, "magnitude")
+    tiny_session.write_pruned()
+    uneven = 0
+    for block in tiny_session.blocks:
+        for name, lin in block.linears.items():
+            pruned = lin.weight == 0
+            assert pruned.sum() == prune_count(lin.weight.numel(), allocation.linear_ratios[name])
+            assert dense[name].abs()[pruned].max() <= dense[name].abs()[~pruned].min()
+            uneven += len(set(pruned.sum(dim=1).tolist())) > 1
+    assert uneven > 0
 
 
 def test_wanda_prunes_the_lowest_scores_of_each_row(tiny_session):

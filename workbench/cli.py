@@ -9,7 +9,7 @@ from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATI
                             DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS, DEFAULT_OFFSPRING, DEFAULT_POPULATION,
                             DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES, DEFAULT_STRATEGY,
                             DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
-                            FITNESS, METHODS, METRICS, PLAN_COMMANDS, STRATEGIES)
+                            FITNESS, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"metric whose scores the allocations read (default: {DEFAULT_METRIC})")
     al.add_argument("--function", action="append", default=[], metavar="TEXT",
                     help="an extra allocation function, e.g. 'abslog | var | atan, asin' (repeatable)")
+    _nan_policy_arg(al)
     _output_args(al)
 
     se = sub.add_parser("search", help="evolutionary search over allocation functions (DSA), pausable and resumable",
@@ -169,6 +170,7 @@ def _result_parsers(sub) -> None:
                     help="an allocation: a baseline, a function or a profile text (repeatable)")
     tr.add_argument("--sparsities", default="0.5,0.6,0.7,0.8", help="comma-separated targets (default 0.5,0.6,0.7,0.8)")
     tr.add_argument("--metrics", default="wanda,sparsegpt", help="comma-separated metrics (default wanda,sparsegpt)")
+    _nan_policy_arg(tr)
     _model_args(tr)
     _data_args(tr)
     _output_args(tr)
@@ -319,6 +321,15 @@ def _prune_args(p) -> None:
                    help="dense: statistics of the dense model in one pass (default); sequential: block by block, "
                         "each from the output of the pruned blocks before it, one block's statistics (and "
                         "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
+    _nan_policy_arg(g)
+
+
+def _nan_policy_arg(p) -> None:
+    p.add_argument("--nan-policy", default="reject", choices=NAN_POLICIES,
+                   help="what a function (and dsa) does where a block's value is NaN or infinite: reject (default: "
+                        "the function is invalid, naming the op and block), or reference: NaN -> 0 and inf -> -1 "
+                        "with abslog/log setting zeros to 1, as the DSA reference code; the function text then "
+                        "carries 'nan=reference' in every output")
 
 
 def _cluster_args(p) -> None:

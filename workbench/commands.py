@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
 
-from engine.allocation import canonical_method
+from engine.allocation import with_nan_policy
 from engine.allocation.mapping import check_target
 from engine.choices import METHODS, RECIPE_FORMAT, STRUCTURED_RECIPE_FORMAT
 from engine.errors import WorkbenchError
@@ -77,7 +77,7 @@ def prune(args) -> int:
         raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
     else:
         target = check_target(args.sparsity)
-    method = canonical_method(method)
+    method = with_nan_policy(method, args.nan_policy)
     check_output(args.out, args.force)
     check_plan(args, "prune", args.model, metric=args.metric, calibration=args.calibration)
     session = open_session(args, args.model, bars, restorable=False)
@@ -125,7 +125,7 @@ def evaluate(args) -> int:
 
 def allocations(args) -> int:
     target = check_target(args.sparsity)
-    methods = list(METHODS) + [canonical_method(f) for f in args.function]
+    methods = [with_nan_policy(m, args.nan_policy) for m in list(METHODS) + args.function]
     bars = ProgressBars(not args.quiet)
     check_plan(args, "allocations", args.model, metric=args.metric)
     session = open_session(args, args.model, bars)
@@ -135,9 +135,12 @@ def allocations(args) -> int:
             columns[method] = session.allocate(method, target, args.metric)
         except WorkbenchError as exc:  # an invalid function is a result here, not a failure
             errors[method] = str(exc)
+    parameters = {m: a.parameters for m, a in columns.items() if a.parameters}
     result = {"target": target, "metric": args.metric,
-              "methods": {m: list(a.block_ratios) for m, a in columns.items()}, "rejected": errors}
-    print_result(args, result, format_table(columns, errors))
+              "methods": {m: list(a.block_ratios) for m, a in columns.items()}, "rejected": errors,
+              "parameters": parameters}
+    notes = [f"{m}: " + ", ".join(f"{k} {v}" for k, v in p.items()) for m, p in parameters.items()]
+    print_result(args, result, "\n".join([format_table(columns, errors)] + notes))
     return 0
 
 

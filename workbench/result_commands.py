@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.allocation import canonical_method
+from engine.allocation import canonical_method, with_nan_policy
 from engine.allocation.distill import distill
 from engine.allocation.mapping import check_target
 from engine.allocation.profiles import PROFILE, parse_block_form
@@ -58,7 +58,7 @@ def transfer_command(args) -> int:
     bars = ProgressBars(not args.quiet)
     targets = [check_target(_number(s, "--sparsities")) for s in args.sparsities.split(",") if s.strip()]
     metrics = [check_metric(m.strip()) for m in args.metrics.split(",") if m.strip()]
-    methods = ["uniform"] + [canonical_method(m) for m in args.method]
+    methods = ["uniform"] + [with_nan_policy(m, args.nan_policy) for m in args.method]
     if args.from_run:
         session, best, _, _ = best_of_run(args, bars)
         methods.append(best)

@@ -2,7 +2,7 @@
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.methods import (Allocation, AllocationInputs, canonical_method,
-                                       compute_allocation)
+                                       compute_allocation, with_nan_policy)
 
 __all__ = ["PUBLISHED_DSA", "AllocationFunction", "Allocation", "AllocationInputs",
-           "canonical_method", "compute_allocation"]
+           "canonical_method", "compute_allocation", "with_nan_policy"]

@@ -1,26 +1,34 @@
 """DSA allocation functions: pre-process* | reduction | transform* | mapping, with a text form.
 
-Text form: `abslog | var | atan, asin` with optional `| lam=0.12` and `| dir=-` (defaults lam=0.08,
-dir=+, omitted when printing). An empty stage is written `no_op`. The reference code's form
-`W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)` is read too; its last group (the code's post-process id) is
-accepted and our one linear mapping is used.
+Text form: `abslog | var | atan, asin` with optional `| lam=0.12`, `| dir=-` and `| nan=reference`
+(defaults lam=0.08, dir=+, nan=reject, omitted when printing). An empty stage is written `no_op`.
+
+The reference code's form `W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)` is read too. Its optional last group is an
+integer the reference parses into a LAMBDA attribute that its allocation never reads (it maps with its
+--Lamda option, 0.08 by default): it is accepted when it is an integer and ignored; lam stays 0.08.
+
+NaN policy: by default (`reject`) a function whose value is NaN or infinite for any block is invalid, and
+the error names the op and the block. `nan=reference` reproduces the DSA reference code instead: a block
+value that is NaN becomes 0 and one that is infinite becomes -1 (after the transforms), and abslog / log
+set exact zeros to 1 as it does (ops.REFERENCE_PRE_OPS). The text keeps `nan=reference`, so every table,
+recipe and pane that shows the function shows the policy too.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from engine.allocation.mapping import spread_ratios
-from engine.allocation.ops import PRE_OPS, REDUCTIONS, TRANSFORMS
+from engine.allocation.ops import PRE_OPS, REDUCTIONS, REFERENCE_PRE_OPS, TRANSFORMS
 from engine.allocation.samples import BlockSample
-from engine.choices import DEFAULT_LAM, MAX_LAM
+from engine.choices import DEFAULT_LAM, MAX_LAM, NAN_POLICIES
 from engine.errors import InvalidFunctionError
 
-_LEGACY = re.compile(r"^\s*\w+\s*:\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*(?:-\s*\((\s*\d*\s*)\))?\s*$")
+_LEGACY = re.compile(r"^\s*\w+\s*:\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*(?:-\s*\((\s*\d+\s*)\))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class AllocationFunction:
     transform: tuple[str, ...] = ()
     lam: float = DEFAULT_LAM
     direction: int = 1  # +1: a higher value gives a higher sparsity (as in the DSA code)
+    nan: str = "reject"  # or "reference": non-finite block values replaced as the DSA reference code does
 
     def __post_init__(self):
         object.__setattr__(self, "pre", tuple(op for op in self.pre if op != "no_op"))
@@ -43,6 +52,8 @@ class AllocationFunction:
             raise InvalidFunctionError(f"lam must be in (0, {MAX_LAM}] (got {self.lam})", op="lam")
         if self.direction not in (1, -1):
             raise InvalidFunctionError(f"direction must be + or - (got {self.direction})", op="dir")
+        if self.nan not in NAN_POLICIES:
+            raise InvalidFunctionError(f"nan={self.nan}: use {' or '.join(NAN_POLICIES)}", op="nan")
 
     def __str__(self) -> str:
         parts = [", ".join(self.pre) or "no_op", self.reduction, ", ".join(self.transform) or "no_op"]
@@ -50,7 +61,12 @@ class AllocationFunction:
             parts.append(f"lam={float(self.lam)!r}")
         if self.direction < 0:
             parts.append("dir=-")
+        if self.nan != "reject":
+            parts.append(f"nan={self.nan}")
         return " | ".join(parts)
+
+    def with_nan_policy(self, policy: str) -> AllocationFunction:
+        return replace(self, nan=policy)
 
     @classmethod
     def parse(cls, text: str) -> AllocationFunction:
@@ -70,8 +86,9 @@ class AllocationFunction:
         options = {}
         for opt in parts[3:]:
             key, sep, value = (s.strip() for s in opt.partition("="))
-            if not sep or key not in ("lam", "dir") or key in options:
-                raise InvalidFunctionError(f"'{opt}': expected lam=<number> or dir=+/- once each", op=key or opt)
+            if not sep or key not in ("lam", "dir", "nan") or key in options:
+                raise InvalidFunctionError(f"'{opt}': expected lam=<number>, dir=+/- or nan=reject/reference, "
+                                           f"once each", op=key or opt)
             options[key] = value
         lam = DEFAULT_LAM
         if "lam" in options:
@@ -84,19 +101,32 @@ class AllocationFunction:
         direction = {"+": 1, "-": -1, None: 1}.get(options.get("dir"))
         if direction is None:
             raise InvalidFunctionError(f"dir={options['dir']}: use + or -", op="dir")
-        return cls(_ops(parts[0]), reduction, _ops(parts[2]), lam, direction)
+        return cls(_ops(parts[0]), reduction, _ops(parts[2]), lam, direction, options.get("nan", "reject"))
 
     def block_values(self, samples: list[BlockSample]) -> torch.Tensor:
-        """The function's scalar for every block (float64), or InvalidFunctionError naming the op."""
+        """The function's scalar for every block (float64): under `reject`, InvalidFunctionError naming the op
+        and block where a value stops being finite; under `reference`, NaN -> 0 and inf -> -1 at the end."""
+        v = self._values(samples)
+        return torch.where(v.isnan(), 0.0, torch.where(v.isinf(), -1.0, v)) if self.nan == "reference" else v
+
+    def replaced_blocks(self, samples: list[BlockSample]) -> list[int]:
+        """The blocks whose value the reference policy replaces (NaN or infinite before the replacement)."""
+        v = self.with_nan_policy("reference")._values(samples)
+        return [i for i in range(v.numel()) if not bool(v[i].isfinite())]
+
+    def _values(self, samples: list[BlockSample]) -> torch.Tensor:
+        reference = self.nan == "reference"
+        check = (lambda op, out, block: out) if reference else _checked  # noqa: E731
+        pre_ops = REFERENCE_PRE_OPS if reference else PRE_OPS
         values = []
         for i, sample in enumerate(samples):
             x = sample.matrix
             for op in self.pre:
-                x = _checked(op, PRE_OPS[op](x), i)
-            values.append(_checked(self.reduction, REDUCTIONS[self.reduction](x, sample.numel), i))
+                x = check(op, pre_ops[op](x), i)
+            values.append(check(self.reduction, REDUCTIONS[self.reduction](x, sample.numel), i))
         v = torch.stack(values)
         for op in self.transform:
-            v = _checked(op, TRANSFORMS[op](v), None)
+            v = check(op, TRANSFORMS[op](v), None)
         return v
 
     def block_ratios(self, samples: list[BlockSample], weights: list[int], target: float) -> tuple[list[float], list[float]]:

@@ -33,6 +33,18 @@ def spread_ratios(values: list[float], weights: list[int], target: float, lam: f
     return rebalance([target + 2 * lam * (x - mean_n) for x in n], weights, target)
 
 
+def scaled_ratios(values: list[float], weights: list[int], target: float, eps: float) -> list[float]:
+    """AlphaPruning's multiplicative mapping: r = (1 - eps) + 2*eps*minmax(values), then every ratio
+    target*r*c with one factor c so that the weighted mean is `target`: ratios spread about 2*eps*target.
+    (Clipped to [0.01, 0.99] before c is solved, where a ratio would leave that range.)"""
+    lo, hi = min(values), max(values)
+    span = hi - lo
+    if not math.isfinite(span):
+        raise InvalidFunctionError("mapping: block values span an infinite range", op="mapping")
+    r = [1 - eps + 2 * eps * ((v - lo) / span if span > 0 else 0.5) for v in values]
+    return solve_weighted_mean(lambda c: [c * target * x for x in r], weights, target, 0.0, 1.0 / (target * min(r)))
+
+
 def rebalance(ratios: list[float], weights: list[int], target: float) -> list[float]:
     """Clip to [0.01, 0.99] and add one shift so that the weighted mean equals `target`."""
     if any(not math.isfinite(r) for r in ratios):

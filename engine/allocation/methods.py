@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -9,7 +10,7 @@ from typing import Callable
 import torch
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
-from engine.allocation.mapping import check_target, rebalance, solve_weighted_mean, spread_ratios
+from engine.allocation.mapping import check_target, rebalance, scaled_ratios, solve_weighted_mean, spread_ratios
 from engine.allocation.profiles import (PROTECTED, block_form_ratios, block_form_text, is_block_form,
                                         parse_block_form)
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
@@ -19,9 +20,10 @@ from engine.errors import WorkbenchError
 
 OWL_M = 5.0
 OWL_LAM = 0.08
-ALPHA_EPS = 0.2
-ER_PLUS_BOOST = 2.0
-
+ALPHA_EPS = 0.2  # AlphaPruning's epsilon for Wanda and SparseGPT in its scripts (0.3 for magnitude)
+ALPHA_BINS = 100  # its histogram of log10 eigenvalues, whose peak bounds the cut-off candidates
+ER_ENDS_BOOST = 2.0
+ALPHA_FIT = "power-law fit, lower cut-off by the smallest Kolmogorov-Smirnov distance near the spectrum's peak"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Allocation:
     linear_ratios: dict[str, float]
     block_ratios: tuple[float, ...]
     block_values: tuple[float, ...] | None = None  # per-block importance, where the method has one
+    parameters: dict | None = None  # the method's settings, recorded beside its ratios (AlphaPruning's eps)
 
 
 class AllocationInputs:
@@ -72,17 +75,47 @@ class AllocationInputs:
 
     @cached_property
     def alphas(self) -> list[float]:
-        """AlphaPruning: per block, the mean Hill estimate of the power-law exponent of each W^T W spectrum."""
-        return [sum(hill_alpha(self.dense(n)) for n in b.linears) / len(b.linears) for b in self.blocks]
+        """AlphaPruning: per block, the mean power-law exponent of its matrices' W^T W spectra."""
+        return [sum(esd_alpha(self.dense(n)) for n in b.linears) / len(b.linears) for b in self.blocks]
 
 
-def hill_alpha(weight: torch.Tensor) -> float:
-    """Hill estimator of the tail exponent of the eigenvalues of W^T W, over the top half of them."""
-    eig = torch.linalg.svdvals(weight.detach().float()).double().square().sort(descending=True).values
-    k = max(2, eig.numel() // 2)
-    tail = eig[:k]
-    logs = torch.log(tail / tail[-1]).sum().item()
-    return 1.0 + (k - 1) / logs if logs > 0 else float("inf")
+def esd_alpha(weight: torch.Tensor, chunk: int = 256) -> float:
+    """The power-law exponent of the eigenvalues of W^T W as AlphaPruning's reference fits it (its default,
+    "xmin_peak"): for every candidate lower cut-off x_i (eigenvalues ascending), alpha_i = 1 + n_i /
+    sum_{j>=i} ln(x_j / x_i) over the n_i eigenvalues from x_i up, and the cut-off kept is the one whose
+    fitted distribution is nearest the data in Kolmogorov-Smirnov distance. Candidates lie between the
+    reference's two bounds around the peak p of a 100-bin histogram of log10 eigenvalues: from log10(0.95 p)
+    (the reference compares eigenvalues with that logarithm, which in practice admits every small
+    eigenvalue; kept so the alphas match it) up to 1.5 p."""
+    eigs = torch.linalg.svdvals(weight.detach().float()).double().square().sort().values
+    n_eigs = eigs.numel()
+    if n_eigs < 2:
+        raise WorkbenchError("AlphaPruning needs matrices with at least two singular values")
+    logs = eigs.log()
+    log10 = logs / math.log(10)
+    counts = torch.histc(log10, ALPHA_BINS, min=float(log10.min()), max=float(log10.max()))
+    edges = torch.linspace(float(log10.min()), float(log10.max()), ALPHA_BINS + 1, dtype=torch.float64)
+    peak = 10 ** float(edges[int(counts.argmax())])
+    lower, upper = math.log10(0.95 * peak), 1.5 * peak
+    candidates = [i for i in range(n_eigs - 1) if lower <= eigs[i] <= upper]
+    if not candidates:
+        return 0.0  # the reference's value when no cut-off is tried
+    suffix = logs.flip(0).cumsum(0).flip(0)  # sum of logs from i up
+    best_d, best_alpha = 1.0, 0.0  # the reference's D for cut-offs not tried, and its alpha there
+    positions = torch.arange(n_eigs, dtype=torch.float64)
+    for start in range(0, len(candidates), chunk):
+        idx = torch.tensor(candidates[start:start + chunk])
+        n = (n_eigs - idx).double()
+        alpha = 1 + n / (suffix[idx] - n * logs[idx])
+        # KS distance over j >= i: |1 - (x_j / x_i)^(1 - alpha) - (j - i) / n|
+        ratio = eigs[None, :] / eigs[idx, None]
+        offset = positions[None, :] - idx[:, None].double()
+        gap = (1 - ratio.pow(1 - alpha[:, None]) - offset / n[:, None]).abs()
+        d = gap.masked_fill(offset < 0, 0).amax(1).masked_fill(~(alpha > 1), 1.0)
+        k = int(d.argmin())
+        if float(d[k]) < best_d:
+            best_d, best_alpha = float(d[k]), float(alpha[k])
+    return best_alpha
 
 
 def canonical_method(method: str) -> str:
@@ -94,6 +127,16 @@ def canonical_method(method: str) -> str:
     if is_block_form(method):
         return block_form_text(*parse_block_form(method))
     return str(AllocationFunction.parse(method))
+
+
+def with_nan_policy(method: str, policy: str) -> str:
+    """The canonical text of `method` under a NaN policy (engine.allocation.function): a function (or `dsa`,
+    the published one) takes it; the other methods have no function values to replace and stay as they are."""
+    method = canonical_method(method)
+    if policy == "reject" or method in METHODS and method != "dsa" or is_block_form(method):
+        return method
+    function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
+    return str(function.with_nan_policy(policy))
 
 
 def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> Allocation:
@@ -113,19 +156,22 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
         return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, OWL_LAM, -1), values)
     if method == "alpha":
         values = inputs.alphas
-        return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, ALPHA_EPS, 1), values)
+        ratios = scaled_ratios(values, inputs.block_params, target, ALPHA_EPS)
+        return _from_blocks(method, target, inputs, ratios, values, {"eps": ALPHA_EPS, "fit": ALPHA_FIT})
     if method == "global":
         return _from_linears(method, target, inputs, _global_ratios(target, inputs))
-    if method in ("er", "er-plus"):
-        return _from_linears(method, target, inputs, _er_ratios(target, inputs, plus=method == "er-plus"))
+    if method in ("er", "er-plus", "er-ends"):
+        return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
     function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
     ratios, values = function.block_ratios(inputs.samples, inputs.block_params, target)
-    return _from_blocks(str(function), target, inputs, ratios, values)
+    replaced = {"replaced_blocks": function.replaced_blocks(inputs.samples)} if function.nan == "reference" else None
+    return _from_blocks(str(function), target, inputs, ratios, values, replaced)
 
 
-def _from_blocks(method, target, inputs, block_ratios, values=None) -> Allocation:
+def _from_blocks(method, target, inputs, block_ratios, values=None, parameters=None) -> Allocation:
     linear = {n: r for b, r in zip(inputs.blocks, block_ratios) for n in b.linears}
-    return Allocation(method, target, linear, tuple(block_ratios), tuple(values) if values is not None else None)
+    return Allocation(method, target, linear, tuple(block_ratios), tuple(values) if values is not None else None,
+                      parameters)
 
 
 def _from_linears(method, target, inputs, linear_ratios: dict[str, float]) -> Allocation:
@@ -150,13 +196,17 @@ def _global_ratios(target, inputs) -> dict[str, float]:
     return dict(zip(names, rebalance(raw, [inputs.linear_params[n] for n in names], target)))
 
 
-def _er_ratios(target, inputs, plus: bool) -> dict[str, float]:
+def _er_ratios(target, inputs, ends: bool) -> dict[str, float]:
     """Erdos-Renyi: density proportional to (n_in + n_out) / (n_in * n_out), scaled to the target.
-    ER-plus multiplies that density by ER_PLUS_BOOST in the first and last blocks."""
+
+    ER-plus (random-pruning literature) is ER with the final classifier kept dense and the rest spread by ER
+    so the total holds. Here no method prunes the classifier (lm_head) or the embeddings, and the target
+    counts the decoder blocks' linears only, so ER-plus allocates exactly as ER. `ends` (er-ends, our own
+    variant) multiplies the density of the first and last blocks by ER_ENDS_BOOST."""
     last = len(inputs.blocks) - 1
     names, weights, density = [], [], []
     for b in inputs.blocks:
-        boost = ER_PLUS_BOOST if plus and b.index in (0, last) else 1.0
+        boost = ER_ENDS_BOOST if ends and b.index in (0, last) else 1.0
         for n, lin in b.linears.items():
             names.append(n)
             weights.append(inputs.linear_params[n])

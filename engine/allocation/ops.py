@@ -3,6 +3,11 @@
 pre-process: element-wise on a block's score sample; reduction: sample -> scalar;
 transform: scalar -> scalar, applied to every block's value. All work in float64 and return
 whatever the mathematics gives: non-finite results are caught by the caller, which names the op.
+
+Exact zeros (pruned or quantised-away weights; the default model's Q4_1 weights have many) have no
+logarithm: `abslog`, `log` and the `geomean` reduction floor them at the sample's smallest non-zero |x|.
+The DSA reference code sets them to 1 instead (log 0 -> 0) in its abslog and log (which also adds 1e-6);
+`REFERENCE_PRE_OPS` are those two as it computes them, used by functions with `nan=reference`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ def _minmax(x):
 
 def _normalize(x):
     return (x - x.mean()) / x.std(correction=0)
+
+
+def _reference_abslog(x):
+    """The DSA reference's abslog: zeros set to 1, then ln|x|."""
+    return torch.log(torch.where(x == 0, torch.ones_like(x), x).abs())
+
+
+def _reference_log(x):
+    """The DSA reference's log: x <= 0 set to 1, then ln(x + 1e-6)."""
+    return torch.log(torch.where(x <= 0, torch.ones_like(x), x) + 1e-6)
 
 
 PRE_OPS = {
@@ -74,6 +89,8 @@ def _logdet(m, numel):
     return torch.where(sign > 0, logabs, torch.tensor(float("nan"), dtype=g.dtype))
 
 
+REFERENCE_PRE_OPS = {**PRE_OPS, "abslog": _reference_abslog, "log": _reference_log}
+
 REDUCTIONS = {
     "mean": lambda m, numel: m.mean(),
     "var": lambda m, numel: m.var(correction=0),
@@ -81,7 +98,7 @@ REDUCTIONS = {
     "l1": lambda m, numel: m.abs().mean(),
     # Frobenius norm of the whole block, estimated from the sample's mean square.
     "l2": lambda m, numel: torch.sqrt(m.square().mean() * numel),
-    "geomean": lambda m, numel: torch.exp(_log_abs(m).mean()),
+    "geomean": lambda m, numel: torch.exp(_log_abs(m).mean()),  # of |x|, zeros floored as in abslog
     "entropy": _entropy,
     "max": lambda m, numel: m.max(),
     "median": lambda m, numel: m.flatten().median(),
