@@ -1,13 +1,16 @@
 """Held-out perplexity of every allocation method on the default model (DESIGN.md section 7 analogue),
 with dense and block-sequential calibration side by side.
 
-    python bench/allocation_table.py                       # Wanda at 50/60/70%, magnitude and SparseGPT at 60%
+    python bench/allocation_table.py                       # Wanda at 50/60/70%, magnitude(-row), SparseGPT at 60%
+    python bench/allocation_table.py --calibrations dense  # without the block-sequential rows
     python bench/allocation_table.py --eval-tokens 16384   # more tokens, slower
 
-Prints one markdown table per metric (rows: sparsity and calibration; columns: methods) and the token
-counts and wall time; writes bench/results/allocation_table.json. A method whose allocation is invalid on
-this model (e.g. an op producing NaN) is shown as `rejected` with the reason below the table. Magnitude
-reads no inputs, so its sequential pruning equals its dense one and is not run twice.
+Prints one markdown table per metric (rows: sparsity and calibration; columns: every method of
+engine.choices.METHODS, then the published DSA function under the reference code's NaN policy) and the token
+counts and wall time; writes bench/results/allocation_table.json with each allocation's block ratios and
+parameters (AlphaPruning's eps, the blocks whose NaN the reference policy replaced). A method whose allocation is
+invalid on this model (e.g. an op producing NaN) is shown as `rejected` with the reason below the table.
+Magnitude reads no inputs, so its sequential pruning equals its dense one and is not run twice.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.choices import METHOD_LABELS as LABELS, METHODS  # noqa: E402
+from engine.allocation import with_nan_policy  # noqa: E402
+from engine.choices import METHOD_LABELS, METHODS  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.session import Session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DSA_REFERENCE = with_nan_policy("dsa", "reference")
+COLUMNS = METHODS + (DSA_REFERENCE,)
+LABELS = {**METHOD_LABELS, DSA_REFERENCE: "DSA, nan=reference"}
 
 
 def main() -> None:
@@ -36,7 +43,7 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7])
-    p.add_argument("--other-metrics", nargs="*", default=["magnitude", "sparsegpt"],
+    p.add_argument("--other-metrics", nargs="*", default=["magnitude", "magnitude-row", "sparsegpt"],
                    help="metrics run at --other-sparsity only")
     p.add_argument("--other-sparsity", type=float, default=0.6)
     p.add_argument("--calibrations", nargs="+", default=["dense", "sequential"])
@@ -52,12 +59,12 @@ def main() -> None:
     print(f"dense perplexity {dense:.3f}", flush=True)
     runs = [(metric, sparsity, mode) for metric, sparsity in
             [("wanda", s) for s in args.sparsities] + [(m, args.other_sparsity) for m in args.other_metrics]
-            for mode in args.calibrations if mode == "dense" or metric != "magnitude"]
+            for mode in args.calibrations if mode == "dense" or not metric.startswith("magnitude")]
     results: dict = {"dense": dense, "tokens": {"calibration": data.calib_tokens, "evaluation": data.eval_tokens},
                      "runs": []}
     rejected: dict[str, str] = {}
     for metric, sparsity, mode in runs:
-        for method in METHODS:
+        for method in COLUMNS:
             t0 = time.time()
             row = {"metric": metric, "sparsity": sparsity, "calibration": mode, "method": method}
             try:
@@ -69,9 +76,10 @@ def main() -> None:
                 continue
             session.prune(allocation, metric, calibration=mode)
             ppl = session.perplexity()
-            results["runs"].append({**row, "ppl": ppl, "block_ratios": list(allocation.block_ratios)})
-            print(f"{metric:>9} {sparsity:.0%} {mode:>10} {method:>8}: ppl {ppl:.3f} ({time.time() - t0:.1f} s)",
-                  flush=True)
+            results["runs"].append({**row, "ppl": ppl, "block_ratios": list(allocation.block_ratios),
+                                    "parameters": allocation.parameters})
+            print(f"{metric:>9} {sparsity:.0%} {mode:>10} {LABELS[method]:>8}: ppl {ppl:.3f} "
+                  f"({time.time() - t0:.1f} s)", flush=True)
     session.restore()
     results["seconds"] = time.time() - start
     print()
@@ -87,11 +95,11 @@ def render(results: dict, rejected: dict[str, str]) -> str:
     for metric in dict.fromkeys(r["metric"] for r in results["runs"]):
         rows = [r for r in results["runs"] if r["metric"] == metric]
         lines.append(f"{metric} (held-out perplexity; dense {results['dense']:.2f})")
-        lines.append("| sparsity | calibration | " + " | ".join(LABELS[m] for m in METHODS) + " |")
-        lines.append("|---" * (len(METHODS) + 2) + "|")
+        lines.append("| sparsity | calibration | " + " | ".join(LABELS[m] for m in COLUMNS) + " |")
+        lines.append("|---" * (len(COLUMNS) + 2) + "|")
         for s, mode in dict.fromkeys((r["sparsity"], r["calibration"]) for r in rows):
             cells = {r["method"]: r for r in rows if (r["sparsity"], r["calibration"]) == (s, mode)}
-            lines.append(f"| {s:.0%} | {mode} | " + " | ".join(_cell(cells[m]) for m in METHODS) + " |")
+            lines.append(f"| {s:.0%} | {mode} | " + " | ".join(_cell(cells[m]) for m in COLUMNS) + " |")
         lines.append("")
     lines += [f"rejected: {k}: {v}" for k, v in rejected.items()]
     return "\n".join(lines)

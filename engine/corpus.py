@@ -1,4 +1,13 @@
-"""Text corpora and their disjoint calibration / fitness / evaluation splits, as token windows."""
+"""Text corpora and their disjoint calibration / fitness / evaluation splits, as token windows.
+
+A corpus is the default speeches, a local file or folder, a saved `datasets` dataset, or a hub dataset: the
+papers' `c4` and `wikitext2` by name (also wikitext-2, wikitext, allenai/c4, Salesforce/wikitext), any hub id
+`owner/name` or `owner/name:config`. A hub dataset gives its train split as a calibration corpus (cut into
+calibration / fitness / evaluation documents like any corpus) and its test split (C4: the first validation
+shard) as an evaluation corpus (`--eval-corpus`), which is scored as one stream: its texts joined by blank lines
+and cut into windows, as the papers evaluate WikiText-2. `NAME=FOLDER` reads a local copy laid out like the
+hub's repository (wikitext2=/data/wikitext holds wikitext-2-raw-v1/test-00000-of-00001.parquet, ...).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,25 @@ SPLIT_FRACTIONS = {"calibration": 0.6, "fitness": 0.2, "evaluation": 0.2}
 
 
 @dataclass(frozen=True)
+class HubCorpus:
+    """A dataset on the hub: its repository, and a config or the files of its train and test splits."""
+
+    repo: str
+    config: str | None = None
+    files: tuple[tuple[str, str], ...] = ()  # (split, file in the repository): a few shards of a huge dataset
+
+
+HUB_CORPORA = {
+    "wikitext2": HubCorpus("Salesforce/wikitext", config="wikitext-2-raw-v1"),
+    # the shards the Wanda, SparseGPT, OWL and DSA code read
+    "c4": HubCorpus("allenai/c4", files=(("train", "en/c4-train.00000-of-01024.json.gz"),
+                                         ("test", "en/c4-validation.00000-of-00008.json.gz"))),
+}
+HUB_ALIASES = {"wikitext-2": "wikitext2", "wikitext": "wikitext2", "Salesforce/wikitext": "wikitext2",
+               "allenai/c4": "c4"}
+
+
+@dataclass(frozen=True)
 class Splits:
     """Documents of one corpus, each in exactly one split."""
 
@@ -31,12 +59,14 @@ class Splits:
         return getattr(self, split)
 
 
-def load_texts(source: str | None) -> tuple[list[str], str]:
-    """Documents of a corpus: the default speeches, a .txt/.jsonl/.parquet file or folder, or a
-    `datasets` dataset saved on disk. Returns the documents and a label."""
+def load_texts(source: str | None, split: str = "train") -> tuple[list[str], str]:
+    """Documents of a corpus: the default speeches, a .txt/.jsonl/.parquet file or folder, a `datasets`
+    dataset saved on disk, or a hub dataset's `split` (train or test). Returns the documents and a label."""
     if source is None:
         return _default_texts(), DEFAULT_CORPUS_LABEL
     path = Path(source).expanduser()
+    if not path.exists() and _is_hub(source):
+        return _hub_texts(source, split)
     if not path.exists():
         raise WorkbenchError(f"no such corpus file or folder: {source}")
     if path.is_dir():
@@ -59,6 +89,7 @@ def split_corpus(source: str | None, seed: int) -> Splits:
     A corpus of a single document is cut into paragraphs-sized pieces first so each split gets text.
     """
     texts, label = load_texts(source)
+    texts = [t for t in texts if t.strip()]
     if len(texts) < len(SPLIT_FRACTIONS):
         texts = _pieces(texts, 3 * len(SPLIT_FRACTIONS))
     order = list(range(len(texts)))
@@ -71,6 +102,19 @@ def split_corpus(source: str | None, seed: int) -> Splits:
     cal = order[n_eval + n_fit:]
     pick = lambda idx: tuple(texts[i] for i in idx)  # noqa: E731
     return Splits(label, pick(cal), pick(fit), pick(ev))
+
+
+def stream_windows(tokenizer, source: str, n_tokens: int, seqlen: int) -> tuple[torch.Tensor, str]:
+    """An evaluation corpus as one stream: the test split's texts joined by blank lines, tokenised at once,
+    cut into windows of `seqlen`: its first `n_tokens` tokens (whole windows), or every window when
+    `n_tokens` is 0. Returns the windows and the corpus label."""
+    texts, label = load_texts(source, "test")
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    n_windows = len(ids) // seqlen if n_tokens == 0 else n_tokens // seqlen
+    if n_windows < 1 or n_windows * seqlen > len(ids):
+        raise WorkbenchError(f"the evaluation corpus {label} has {len(ids)} tokens, {max(n_tokens, seqlen)} asked "
+                             f"for: lower --eval-tokens or --seqlen")
+    return torch.tensor(ids[:n_windows * seqlen], dtype=torch.long).view(n_windows, seqlen), label
 
 
 def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: int) -> torch.Tensor:
@@ -102,6 +146,43 @@ def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: 
 
 def _flag(split: str) -> str:
     return {"calibration": "calib", "fitness": "fitness", "evaluation": "eval"}[split]
+
+
+def _is_hub(source: str) -> bool:
+    name = source.partition("=")[0]
+    return name in HUB_CORPORA or name in HUB_ALIASES or "=" not in source and source.count("/") == 1 \
+        and not source.startswith((".", "/", "~"))
+
+
+def _hub_texts(source: str, split: str) -> tuple[list[str], str]:
+    """A hub dataset's split (`NAME=FOLDER`: from a local copy of its repository)."""
+    name, _, folder = source.partition("=")
+    name = HUB_ALIASES.get(name, name)
+    repo, _, config = name.partition(":")
+    known = HUB_CORPORA.get(name, HubCorpus(repo, config or None))
+    files = dict(known.files)
+    where = str(Path(folder).expanduser()) if folder else known.repo
+    if folder and not Path(where).is_dir():
+        raise WorkbenchError(f"no such folder for {name}: {folder}")
+    from datasets import load_dataset
+
+    try:
+        if files:
+            ds = load_dataset(where, data_files={split: files[split]}, split=split)
+        elif folder:
+            ds = load_dataset(where, data_dir=known.config, split=split)
+        else:
+            ds = load_dataset(where, known.config, split=split)
+    except Exception as exc:  # noqa: BLE001 - no network, no such dataset or split: one line
+        detail = " ".join(str(exc).split())[:200]
+        raise WorkbenchError(f"could not load the {split} split of {name} ({detail}); without a hub, give a local "
+                             f"copy of its repository as {name}=FOLDER") from None
+    if "text" not in ds.column_names:
+        raise WorkbenchError(f"{name}: the dataset has no 'text' column (columns: {', '.join(ds.column_names)})")
+    texts = [t for t in ds["text"] if isinstance(t, str)]
+    if not texts:
+        raise WorkbenchError(f"{name}: its {split} split holds no text")
+    return texts, f"{name} ({split})"
 
 
 def _default_texts() -> list[str]:

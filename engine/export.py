@@ -34,8 +34,10 @@ class ExportResult:
 def export_pruned(session: Session, method: str, sparsity: float, metric: str, out: str | Path, *,
                   pattern: NMPattern | None = None, calibration: str = "dense", dtype: str = "keep",
                   force: bool = False, evaluate: bool = True, verify: bool = True, max_shard_size: str = "5GB",
-                  sparse_format: str = "dense", progress: Progress = no_progress) -> ExportResult:
-    """Allocate, prune, (evaluate), save atomically and (verify). The session's model stays pruned."""
+                  sparse_format: str = "dense", progress: Progress = no_progress, tasks: tuple[str, ...] = (),
+                  limit: int | None = None) -> ExportResult:
+    """Allocate, prune, (evaluate: perplexity; zero-shot accuracy on `tasks`, dense and pruned), save atomically
+    and (verify). The session's model stays pruned."""
     check_output(out, force)
     save_dtype = None if dtype in (None, "keep") else DTYPES.get(dtype)
     if dtype not in (None, "keep") and save_dtype is None:
@@ -44,13 +46,16 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         raise WorkbenchError(f"unknown format '{sparse_format}'; use one of {', '.join(EXPORT_FORMATS)}")
     with session.lock:
         allocation = session.allocate(method, sparsity, metric)  # an invalid function fails before any forward
-        if evaluate:
+        if evaluate or tasks:
             session.restore()
         dense_ppl = session.perplexity() if evaluate else None
+        zero_shot = {"tasks": list(tasks), "limit": limit, "dense": session.zero_shot(tasks, limit)} if tasks else None
         result = session.prune(allocation, metric, pattern, progress=progress, calibration=calibration)
         ppl = session.perplexity() if evaluate else None
+        if zero_shot:
+            zero_shot["pruned"] = session.zero_shot(tasks, limit)
         session.write_pruned()
-        recipe = make_recipe(session, result, session.achieved(), dense_ppl, ppl)
+        recipe = make_recipe(session, result, session.achieved(), dense_ppl, ppl, zero_shot)
         check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format)) if verify else None
         path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
                                  dtype=save_dtype, max_shard_size=max_shard_size, sparse_format=sparse_format,
@@ -120,9 +125,11 @@ def read_recipe_file(path: str | Path, formats: tuple[str, ...] = (RECIPE_FORMAT
 
 def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: str = "keep",
                   device: str = "auto", max_shard_size: str = "5GB", sparse_format: str = "dense",
-                  status=lambda m: None, progress: Progress = no_progress) -> ExportResult:
+                  status=lambda m: None, progress: Progress = no_progress, tasks: tuple[str, ...] = (),
+                  limit: int | None = None) -> ExportResult:
     """Load the recipe's model (checking its fingerprint), same data and settings (batch size, device type and
-    dtype included: calibration sums depend on them), prune, export. `device` "auto" means the recipe's."""
+    dtype included: calibration sums depend on them), prune, export. `device` "auto" means the recipe's; the
+    recipe's zero-shot tasks are scored again unless `tasks` names others."""
     check_output(out, force)
     try:
         model, d, alloc = recipe["model"], recipe["data"], recipe["allocation"]
@@ -131,13 +138,16 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
             device = recorded
         elif recorded and device.split(":")[0] != recorded:
             status(f"the recipe was made on {recorded}: on {device} the weights can differ in the last bits")
-        data = DataConfig(corpus=d["corpus"], seed=d["seed"], seqlen=d["seqlen"], calib_tokens=d["calib_tokens"],
+        data = DataConfig(corpus=d["corpus"], eval_corpus=d.get("eval_corpus"), seed=d["seed"], seqlen=d["seqlen"],
+                          calib_tokens=d["calib_tokens"],
                           eval_tokens=d["eval_tokens"], sample_size=d["sample_size"],
                           batch_size=d.get("batch_size", DataConfig.batch_size))
         method, target, metric = alloc["method"], alloc["target"], recipe["metric"]
         calibration = recipe.get("calibration", "dense")
         pattern, evaluate = parse_pattern(recipe["pattern"]), recipe["perplexity"]["pruned"] is not None
         source, fingerprint, model_dtype = model["source"], model["fingerprint"], model.get("dtype", "auto")
+        if not tasks and recipe.get("zero_shot"):
+            tasks, limit = tuple(recipe["zero_shot"]["tasks"]), recipe["zero_shot"]["limit"]
     except (KeyError, TypeError, AttributeError) as exc:
         raise WorkbenchError(f"the recipe is incomplete or corrupt (missing {exc})") from exc
     loaded = load_model(source, dtype=model_dtype, device=device, status=status)
@@ -147,4 +157,4 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
     session = Session(loaded, data, progress=progress, restorable=False)
     return export_pruned(session, method, target, metric, out, pattern=pattern, calibration=calibration, dtype=dtype,
                          force=force, evaluate=evaluate, max_shard_size=max_shard_size, sparse_format=sparse_format,
-                         progress=progress)
+                         progress=progress, tasks=tasks, limit=limit)

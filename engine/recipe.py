@@ -12,7 +12,7 @@ from engine.choices import RECIPE_FORMAT
 
 
 def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: float | None,
-                pruned_ppl: float | None) -> dict:
+                pruned_ppl: float | None, zero_shot: dict | None = None) -> dict:
     """Everything needed to reproduce and audit a pruned model: source, metric, allocation, data, results.
 
     Calibration sums depend on the batch size, the device and the dtype (floating-point order), so all
@@ -32,11 +32,13 @@ def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: f
                        "linear_ratios": alloc.linear_ratios, "parameters": alloc.parameters},
         "achieved": {"sparsity": _overall(session, linear_sparsity),
                      "blocks": block_means(session.blocks, linear_sparsity), "linears": linear_sparsity},
-        "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source, "seed": session.data.seed,
+        "data": {"corpus": session.data.corpus, "corpus_label": session.splits.source,
+                 "eval_corpus": session.data.eval_corpus, "corpora": session.corpora, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
                  "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size,
                  "batch_size": session.data.batch_size},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
+        "zero_shot": zero_shot,  # tasks, limit, and per task the dense and the pruned model's accuracy
         "versions": _versions(),
     }
 

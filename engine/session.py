@@ -14,7 +14,7 @@ from engine.allocation.profiles import PROTECTED, block_form_text, protect_level
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
-from engine.corpus import Splits, split_corpus, token_windows
+from engine.corpus import Splits, split_corpus, stream_windows, token_windows
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
@@ -49,6 +49,7 @@ class Session:
         self.data = data
         self.progress = progress
         self._windows: dict[str, torch.Tensor] = {}
+        self._eval_label = ""
         self._calibration: CalibrationStats | None = None
         self._pruners: dict[tuple[str, str | None], Pruner] = {}
         self._inputs: dict[str, AllocationInputs] = {}
@@ -72,9 +73,20 @@ class Session:
 
     def windows(self, split: str) -> torch.Tensor:
         if split not in self._windows:
-            self._windows[split] = token_windows(self.loaded.tokenizer, self.splits, split,
-                                                 self.data.tokens(split), self.data.seqlen)
+            if split == "evaluation" and self.data.eval_corpus:
+                self._windows[split], self._eval_label = stream_windows(
+                    self.loaded.tokenizer, self.data.eval_corpus, self.data.eval_tokens, self.data.seqlen)
+            else:
+                self._windows[split] = token_windows(self.loaded.tokenizer, self.splits, split,
+                                                     self.data.tokens(split), self.data.seqlen)
         return self._windows[split]
+
+    @property
+    def corpora(self) -> dict[str, str]:
+        """Where calibration (and fitness) and evaluation text come from, as labels for every output."""
+        self.windows("evaluation")
+        evaluation = self._eval_label if self.data.eval_corpus else f"{self.splits.source} (held-out documents)"
+        return {"calibration": self.splits.source, "evaluation": evaluation}
 
     def dense_weight(self, name: str) -> torch.Tensor:
         """A block linear's dense weight, whatever the current pruning."""
@@ -227,6 +239,15 @@ class Session:
         """On `split`, or on its first `tokens` tokens (whole windows)."""
         return perplexity(self.model, self.windows(split)[:self._window_count(tokens)], batch_size=self.data.batch_size,
                           progress=progress or self.progress, stage=f"{split} perplexity")
+
+    def zero_shot(self, tasks: tuple[str, ...], limit: int | None = None, progress: Progress | None = None) -> dict:
+        """Zero-shot accuracy (engine.zeroshot) of the model as it is now pruned, by task: JSON-ready."""
+        from engine.zeroshot import zero_shot
+
+        with self.lock:
+            scores = zero_shot(self.model, self.loaded.tokenizer, tasks, limit=limit, batch_size=self.data.batch_size,
+                               progress=progress or self.progress)
+        return {name: score.to_json() for name, score in scores.items()}
 
     def _window_count(self, tokens: int | None) -> int | None:
         return None if tokens is None else max(1, tokens // self.data.seqlen)

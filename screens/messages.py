@@ -73,11 +73,23 @@ class CompareRequested(Message):
 
 
 class CompareDone(Message):
-    def __init__(self, method: str, perplexity: float | None, error: str | None) -> None:
+    def __init__(self, method: str, perplexity: float | None, error: str | None, zero_shot: dict | None = None) -> None:
         super().__init__()
         self.method = method
         self.perplexity = perplexity
         self.error = error
+        self.zero_shot = zero_shot or {}  # task -> engine.zeroshot.TaskScore as JSON
+
+
+class CompareProgressed(Message):
+    """Zero-shot scoring of a compare row under way: `done` of `total` requests of `task`."""
+
+    def __init__(self, method: str, task: str, done: int, total: int) -> None:
+        super().__init__()
+        self.method = method
+        self.task = task
+        self.done = done
+        self.total = total
 
 
 class CandidateSelected(Message):

@@ -1,5 +1,5 @@
 """Search settings: target sparsity, metric, fitness, strategy, population, generations, selection stages,
-run folder, cluster."""
+run folder, cluster; the zero-shot tasks of the compare pane."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_RUN,
                             DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS,
                             STRATEGIES)
+from engine.zeroshot import parse_tasks
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class SearchParams:
     resume: bool = False
     cluster: str = ""  # "": candidates on the loaded model; "local" or a Ray address: on Ray workers
     workers: int = 0  # 0: the cluster's default (one per GPU)
+    tasks: str = ""  # zero-shot tasks the compare pane scores next to perplexity (engine.zeroshot)
+    limit: int = 0  # 0: every example of each task
 
 
 class SettingsScreen(ModalScreen[SearchParams | None]):
@@ -65,6 +68,10 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Input(p.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
                 yield Label("workers")
                 yield Input(str(p.workers or ""), placeholder="one per GPU", id="workers")
+                yield Label("zero-shot tasks")
+                yield Input(p.tasks, placeholder="compare pane: e.g. general_facts or arc_easy,piqa", id="tasks")
+                yield Label("zero-shot limit")
+                yield Input(str(p.limit or ""), placeholder="every example", id="limit")
                 yield Label("resume that run")
                 yield Select([("no, start a new run", False), ("yes, continue it", True)], value=p.resume,
                              allow_blank=False, id="resume")
@@ -84,10 +91,10 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
         try:
             sparsity = float(value("sparsity"))
             population, generations = int(value("population")), int(value("generations"))
-            workers = int(value("workers") or 0)
+            workers, limit = int(value("workers") or 0), int(value("limit") or 0)
         except ValueError:
-            self.query_one("#settings-error", Static).update("sparsity must be a number; population, generations "
-                                                            "and workers whole numbers")
+            self.query_one("#settings-error", Static).update("sparsity must be a number; population, generations, "
+                                                            "workers and the zero-shot limit whole numbers")
             return
         if not 0 < sparsity < 1 or population < 2 or generations < 1 or not value("run").strip():
             self.query_one("#settings-error", Static).update(
@@ -96,4 +103,4 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
         self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
                              strategy=value("strategy"), population=population, generations=generations,
                              stages=value("stages").strip(), run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
-                             workers=max(0, workers)))
+                             workers=max(0, workers), tasks=",".join(parse_tasks(value("tasks"))), limit=max(0, limit)))

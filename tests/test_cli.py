@@ -114,3 +114,35 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(commands, "run", oom)
     code, _, err = run(capsys, "allocations", "--sparsity", "0.5")
     assert code == 1 and err.count("\n") == 1 and "out of memory" in err
+
+
+def test_zero_shot_accuracy_in_eval_and_in_the_recipe_of_a_pruning(capsys, tmp_path, tiny_model_dir):
+    """A local JSON-lines task through lm-eval; a task that cannot run is one line and the rest stand."""
+    tasks = ["--tasks", "tests/data/six_facts.jsonl,no_such_task_anywhere", "--limit", "3"]
+    code, stdout, _ = run(capsys, "eval", str(tiny_model_dir), "--json", "--quiet", *tasks, *TINY)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["perplexity"] > 1 and result["zero_shot"]["six_facts"]["samples"] == 3
+    assert 0 <= result["zero_shot"]["six_facts"]["accuracy"] <= 1
+    assert "no_such_task_anywhere" in result["zero_shot"]["no_such_task_anywhere"]["error"]
+    code, stdout, _ = run(capsys, "eval", str(tiny_model_dir), "--quiet", *tasks, *TINY)
+    assert "zero-shot six_facts: acc " in stdout and "zero-shot no_such_task_anywhere: failed: " in stdout
+    out = tmp_path / "pruned"
+    code, _, _ = run(capsys, "prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out),
+                     "--quiet", "--tasks", "tests/data/six_facts.jsonl", "--limit", "2", *TINY)
+    assert code == 0
+    zero_shot = json.loads((out / "pruning.json").read_text())["zero_shot"]
+    assert zero_shot["tasks"] == ["tests/data/six_facts.jsonl"] and zero_shot["limit"] == 2
+    assert zero_shot["dense"]["six_facts"]["samples"] == zero_shot["pruned"]["six_facts"]["samples"] == 2
+
+
+def test_allocations_under_the_reference_nan_policy_label_the_function_and_record_replaced_blocks(capsys,
+                                                                                                tiny_model_dir):
+    code, stdout, _ = run(capsys, "allocations", "--model", str(tiny_model_dir), "--sparsity", "0.7", "--json",
+                          "--quiet", "--nan-policy", "reference", "--function", "no_op | mean | log", *TINY)
+    assert code == 0
+    result = json.loads(stdout)
+    assert "abslog | var | atan, asin | nan=reference" in result["methods"]
+    assert "no_op | mean | log | nan=reference" in result["methods"] and not result["rejected"]
+    assert isinstance(result["parameters"]["abslog | var | atan, asin | nan=reference"]["replaced_blocks"], list)
+    assert result["parameters"]["alpha"]["eps"] == 0.2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from engine.corpus import load_texts, split_corpus, token_windows
 from engine.errors import WorkbenchError
@@ -69,3 +70,78 @@ def test_windows_shape_and_too_small_corpus(tmp_path, tiny_session):
     small.write_text("just a few words here. " * 5)
     with pytest.raises(WorkbenchError, match="--eval-tokens"):
         token_windows(tok, split_corpus(str(small), 0), "evaluation", 100000, 100)
+
+
+def hub_copies(tmp_path):
+    """Local copies laid out like the hub repositories of WikiText-2 (parquet per split) and C4 (json.gz shards)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wikitext = tmp_path / "wikitext"
+    (wikitext / "wikitext-2-raw-v1").mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        lines = [f" = {split} article {i} =\n" if i % 3 == 0 else "" if i % 3 == 1 else
+                 f" the {split} text of line {i} , with words and numbers 12 @,@ 34 .\n" for i in range(300)]
+        pq.write_table(pa.table({"text": lines}), wikitext / "wikitext-2-raw-v1" / f"{split}-00000-of-00001.parquet")
+    c4 = tmp_path / "c4"
+    (c4 / "en").mkdir(parents=True)
+    for name, split in (("c4-train.00000-of-01024", "train"), ("c4-validation.00000-of-00008", "validation")):
+        with gzip.open(c4 / "en" / f"{name}.json.gz", "wt") as fh:
+            for i in range(40):
+                fh.write(json.dumps({"text": f"{split} document {i}: " + "some web text here. " * 30,
+                                     "timestamp": "2019", "url": "u"}) + "\n")
+    return wikitext, c4
+
+
+def test_hub_corpora_by_name_from_local_copies_of_their_repositories(tmp_path):
+    wikitext, c4 = hub_copies(tmp_path)
+    texts, label = load_texts(f"wikitext2={wikitext}", "test")
+    assert label == "wikitext2 (test)" and len(texts) == 300 and texts[0] == " = test article 0 =\n"
+    assert load_texts(f"wikitext-2={wikitext}", "train")[0][0] == " = train article 0 =\n"
+    texts, label = load_texts(f"c4={c4}", "test")  # C4's test split: the first validation shard
+    assert label == "c4 (test)" and texts[0].startswith("validation document 0")
+    assert split_corpus(f"c4={c4}", 0).source == "c4 (train)"
+    with pytest.raises(WorkbenchError, match="no such folder for wikitext2"):
+        load_texts(f"wikitext2={tmp_path / 'missing'}")
+
+
+def test_an_evaluation_corpus_is_one_stream_of_its_test_split_in_windows(tmp_path, tiny_session):
+    from engine.corpus import stream_windows
+
+    wikitext, _ = hub_copies(tmp_path)
+    tok = tiny_session.loaded.tokenizer
+    texts, _ = load_texts(f"wikitext2={wikitext}", "test")
+    ids = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    every, label = stream_windows(tok, f"wikitext2={wikitext}", 0, 64)
+    assert label == "wikitext2 (test)" and tuple(every.shape) == (len(ids) // 64, 64)
+    assert every.flatten().tolist() == ids[:every.numel()]
+    first, _ = stream_windows(tok, f"wikitext2={wikitext}", 256, 64)
+    assert torch.equal(first, every[:4])
+
+
+def test_the_paper_protocol_takes_c4_and_wikitext2_and_every_output_names_the_corpora(capsys, tmp_path,
+                                                                                      tiny_model_dir):
+    from workbench.cli import main
+
+    wikitext, c4 = hub_copies(tmp_path)
+    argv = ["--protocol", "paper", "--corpus", f"c4={c4}", "--eval-corpus", f"wikitext2={wikitext}", "--seqlen", "64",
+            "--calib-tokens", "512", "--device", "cpu", "--json", "--quiet"]
+    assert main(["eval", str(tiny_model_dir), *argv]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["corpora"] == {"calibration": "c4 (train)", "evaluation": "wikitext2 (test)"}
+    texts, _ = load_texts(f"wikitext2={wikitext}", "test")
+    assert result["tokens"] > 4 * 64  # every window of the test split ("--eval-tokens all" from the preset)
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *argv]) == 0
+    recipe = json.loads((out / "pruning.json").read_text())
+    assert recipe["data"]["corpora"] == result["corpora"] and recipe["data"]["seqlen"] == 64
+    assert recipe["data"]["calib_tokens"] == 512 and recipe["data"]["eval_tokens"] == 0
+
+
+def test_eval_tokens_all_needs_an_evaluation_corpus(capsys, tiny_model_dir):
+    from workbench.cli import main
+
+    assert main(["eval", str(tiny_model_dir), "--eval-tokens", "all", "--device", "cpu"]) == 2
+    assert "--eval-tokens all needs --eval-corpus" in capsys.readouterr().err

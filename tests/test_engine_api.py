@@ -23,11 +23,22 @@ def test_allocation_fitness_held_out_and_errors(api):
     assert len(view.block_ratios) == 3 and view.block_values is not None
     fitness, scored = api.fitness("abs | var | tanh", 0.6, "wanda")
     assert fitness > 1 and scored.block_ratios == view.block_ratios
-    assert api.held_out("uniform", 0.6, "wanda") > 1
+    assert api.held_out("uniform", 0.6, "wanda") > (1, {})
     with pytest.raises(ValueError, match="unknown reduction"):
         api.allocation("abs | varr | tanh", 0.6, "wanda")
     assert api.parse(api.format(api.parse("abs | var | tanh | dir=-"))) == api.parse("abs | var | tanh | dir=-")
     assert "MiB" in api.memory()
+
+
+def test_held_out_scores_zero_shot_tasks_of_the_pruned_model_with_progress(api):
+    """A local JSON-lines task through lm-eval on the tiny model; a missing task file is that task's failure."""
+    seen = []
+    ppl, scores = api.held_out("uniform", 0.6, "wanda", ("tests/data/six_facts.jsonl", "missing.jsonl"), 4,
+                               lambda stage, done, total: seen.append((stage, done, total)))
+    assert ppl > 1
+    assert scores["six_facts"]["samples"] == 4 and 0 <= scores["six_facts"]["accuracy"] <= 1
+    assert scores["missing"]["error"] == "no such task file: missing.jsonl"
+    assert seen[-1][0] == "zero-shot six_facts" and seen[-1][1] == seen[-1][2] == 16  # 4 questions x 4 choices
 
 
 def test_search_and_export(api, tmp_path):

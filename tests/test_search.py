@@ -56,7 +56,8 @@ def population(run):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_model_dir):
     run = tmp_path_factory.mktemp("runs") / "full"
-    subprocess.run(cli_search(run, tiny_model_dir), check=True, capture_output=True, env=_env())
+    subprocess.run(cli_search(run, tiny_model_dir, "--tasks", "tests/data/six_facts.jsonl", "--limit", "2"),
+                   check=True, capture_output=True, env=_env())
     return run
 
 
@@ -76,6 +77,8 @@ def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     assert (uninterrupted / "best.txt").read_text().strip() == best.text
     final = json.loads((uninterrupted / "final.json").read_text())
     assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl", "first"}
+    assert set(final["zero_shot"]) == {best.text, "uniform", "owl", "first"}
+    assert all(s["six_facts"]["samples"] == 2 and s["six_facts"]["error"] is None for s in final["zero_shot"].values())
     assert len({c.text for c in log}) == len(log)  # no duplicate candidates
 
 

@@ -247,6 +247,31 @@ async def test_compare_evaluates_rows_and_shows_rejections():
         assert str(table.get_cell("owl", "ppl")) == "480.000"
 
 
+async def test_compare_shows_a_column_of_zero_shot_accuracy_per_task_from_the_settings():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("o")
+        app.screen.query_one("#tasks").value = "general_facts, arc_easy"
+        app.screen.query_one("#limit").value = "16"
+        await pilot.press("ctrl+s")
+        assert app.params.tasks == "general_facts,arc_easy" and app.params.limit == 16
+        await pilot.press("c")
+        table = app.query_one(Compare).query_one("DataTable")
+        assert "task:general_facts" in table.columns and "task:arc_easy" in table.columns
+        table.focus()
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "task:general_facts")) == "62.5")
+        assert str(table.get_cell("uniform", "task:arc_easy")) == "failed"
+        assert str(table.get_cell("uniform", "ppl")) == "501.000"
+        assert ("held_out", "uniform", ("general_facts", "arc_easy")) in api.calls
+        await pilot.press("o")
+        app.screen.query_one("#tasks").value = ""
+        await pilot.press("ctrl+s")
+        assert not any(str(k.value).startswith("task:") for k in table.columns)
+
+
 async def test_export_reports_progress_and_result_or_error():
     api = FakeAPI()
     app = app_with(api)

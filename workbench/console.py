@@ -23,6 +23,19 @@ def _jsonable(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def zero_shot_lines(scores: dict, label: str = "") -> list[str]:
+    """One line per task of a zero-shot result (engine.zeroshot.TaskScore as JSON)."""
+    lines = []
+    for name, score in scores.items():
+        if score["error"] is not None:
+            lines.append(f"zero-shot {name}{label}: failed: {score['error']}")
+            continue
+        norm = "" if score["normalized"] is None else f", acc_norm {100 * score['normalized']:.1f}%"
+        lines.append(f"zero-shot {name}{label}: acc {100 * score['accuracy']:.1f}%{norm} "
+                     f"({score['samples']} examples, {score['seconds']:.1f} s)")
+    return lines
+
+
 class ProgressBars:
     """A `progress(stage, done, total)` callback drawing one tqdm bar per stage on stderr."""
 

@@ -28,6 +28,7 @@ from engine.structured.export import export_structure
 from engine.structured.run import RunSource, StructuredRun, open_workspace, structured_controller
 from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Shapes, Structure
+from engine.zeroshot import parse_tasks
 from screens.messages import AllocationView
 from screens.settings import SearchParams
 from screens.structured import StructuredParams
@@ -136,8 +137,13 @@ class EngineAPI:
         return found.function, found.rmse
 
     @user_errors
-    def held_out(self, method: str, sparsity: float, metric: str) -> float:
-        return self._session().score(method, sparsity, metric, "evaluation")[1]
+    def held_out(self, method: str, sparsity: float, metric: str, tasks: tuple[str, ...] = (),
+                 limit: int | None = None, progress: Progress = no_progress) -> tuple[float, dict]:
+        """Held-out perplexity, and zero-shot accuracy on `tasks` (task -> score JSON), of one allocation."""
+        session = self._session()
+        with session.lock:
+            ppl = session.score(method, sparsity, metric, "evaluation")[1]
+            return ppl, session.zero_shot(tasks, limit, progress) if tasks else {}
 
     @user_errors
     def start_search(self, params: SearchParams, seeds: list[str], on_event, status,
@@ -149,7 +155,8 @@ class EngineAPI:
         settings = None if params.resume else SearchSettings(
             sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
             population=params.population, generations=params.generations, seeds=tuple(seeds),
-            stages=params.stages, model=session.loaded.source, data=self.data)
+            stages=params.stages, model=session.loaded.source, data=self.data, tasks=parse_tasks(params.tasks),
+            limit=params.limit or None)
         cluster = params.cluster or None  # with a cluster the workers load the model themselves
         controller = search_controller(params.run, settings, session=None if cluster else session, cluster=cluster,
                                        workers=params.workers or None, dtype=self.dtype, on_event=on_event,

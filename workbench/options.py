@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from engine.data_config import DataConfig
+from engine.data_config import PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
 
 
 def data_config(args) -> DataConfig:
-    flags = ("seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size")
-    values = {f: getattr(args, f) for f in flags if hasattr(args, f)}
+    """The data options, over the --protocol preset's values, over the defaults."""
+    flags = ("corpus", "eval_corpus", "seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size")
+    given = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    values = {**PROTOCOLS[getattr(args, "protocol", "default")], **given}
     for flag, value in values.items():
-        if value < 1:
+        if isinstance(value, int) and value < (0 if flag == "eval_tokens" else 1):
             raise WorkbenchError(f"--{flag.replace('_', '-')} must be positive (got {value})")
-    return DataConfig(corpus=args.corpus, seed=args.seed, **values)
+    if values.get("eval_tokens") == 0 and not values.get("eval_corpus"):
+        raise WorkbenchError("--eval-tokens all needs --eval-corpus: the held-out documents of a corpus are "
+                             "evaluated on a number of tokens")
+    return DataConfig(seed=args.seed, **values)
 
 
 def cluster_options(args) -> tuple[str | None, int | None]:

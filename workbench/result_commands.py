@@ -45,7 +45,7 @@ def distill_command(args) -> int:
                 for name, method in (("uniform", "uniform"), ("profile", profile), ("function", found.function))}
         gain = held["uniform"] - held["profile"]
         result |= {"held_out_perplexity": held, "gain_kept": (held["uniform"] - held["function"]) / gain if gain
-                   else None}
+                   else None, "corpora": session.corpora}
         text += (f"\nheld-out perplexity: uniform {held['uniform']:.2f}, profile {held['profile']:.2f}, "
                  f"function {held['function']:.2f}")
         if gain > 0:
@@ -84,7 +84,8 @@ def transfer_command(args) -> int:
         cells = [f"{v:>16.2f}" if isinstance(v, float) else f"{'rejected':>16}" for v in row["perplexity"].values()]
         lines.append(f"{row['metric']:<9} {row['sparsity']:>8.2f} " + " ".join(cells))
     lines += [f"{labels[m]} = {m}" for m in methods if labels[m] != m]
-    print_result(args, {"methods": methods, "rows": rows}, "held-out perplexity\n" + "\n".join(lines))
+    print_result(args, {"methods": methods, "rows": rows, "corpora": session.corpora},
+                 f"held-out perplexity ({session.corpora['evaluation']})\n" + "\n".join(lines))
     return 0
 
 

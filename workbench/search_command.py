@@ -11,7 +11,8 @@ from engine.search.controller import SearchController
 from engine.search.search import SearchSettings
 from engine.search.start import search_controller, stored_settings
 from engine.search.store import RunStore
-from workbench.console import ProgressBars, print_result
+from engine.zeroshot import parse_tasks
+from workbench.console import ProgressBars, print_result, zero_shot_lines
 from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 
@@ -22,7 +23,7 @@ def settings_from(args) -> SearchSettings:
     return SearchSettings(sparsity=args.sparsity, metric=args.metric, fitness=args.fitness, strategy=args.strategy,
                           population=args.population, generations=args.generations, seed=args.search_seed,
                           seeds=tuple(args.seed_function), stages=args.stages, level_step=args.level_step,
-                          model=args.model, data=data_config(args))
+                          model=args.model, data=data_config(args), tasks=parse_tasks(args.tasks), limit=args.limit)
 
 
 class EventPrinter:
@@ -112,8 +113,11 @@ def search(args) -> int:
         return stopped
     final = controller.result
     result = {"run": run, "best": final.best.text if final.best else None,
-              "fitness": final.best.fitness if final.best else None, "held_out_perplexity": final.held_out}
+              "fitness": final.best.fitness if final.best else None, "held_out_perplexity": final.held_out,
+              "zero_shot": final.zero_shot}
     lines = [f"best function: {result['best']}  (fitness {result['fitness']})",
              "held-out perplexity: " + ", ".join(f"{k}: {v:.3f}" for k, v in final.held_out.items())]
+    lines += [line for method, scores in final.zero_shot.items()
+              for line in zero_shot_lines(scores, f" ({'best' if method == result['best'] else method})")]
     print_result(args, result, "\n".join(lines))
     return 0

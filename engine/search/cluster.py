@@ -96,6 +96,9 @@ class Worker:
     def held_out(self, *args):
         return self.scorer.held_out(*args, no_progress)
 
+    def zero_shot(self, *args):
+        return self.scorer.zero_shot(*args, no_progress)
+
 
 class ClusterEvaluator:
     """The evaluator of a search, its candidates scored by `workers` Ray actors."""
@@ -180,6 +183,10 @@ class ClusterEvaluator:
     def held_out(self, methods, check: Progress):
         """The final re-scoring, on one actor."""
         return self._on_one("held_out", methods)
+
+    def zero_shot(self, methods, tasks, limit, check: Progress):
+        """Zero-shot accuracy of the final methods, on one actor."""
+        return self._on_one("zero_shot", methods, tasks, limit)
 
     def ratios(self, texts: list[str]) -> list:
         """Block ratios without scoring (cheap), on one actor."""

@@ -1,5 +1,5 @@
 """Candidate evaluation on one loaded model. engine.search.cluster.ClusterEvaluator has the same interface
-(`workers`, `prepare`, `ratios`, `block_params`, `evaluate`, `held_out`) over Ray workers, each holding
+(`workers`, `prepare`, `ratios`, `block_params`, `evaluate`, `held_out`, `zero_shot`) over Ray workers, each holding
 one of these."""
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ class SessionEvaluator:
         """Perplexity on the evaluation split (never seen by the search) for each method or text."""
         return {m: self.session.score(m, self.sparsity, self.metric, "evaluation", progress=check)[1]
                 for m in methods}
+
+    def zero_shot(self, methods: list[str], tasks: tuple[str, ...], limit: int | None, check: Progress) -> dict:
+        """Zero-shot accuracy (engine.zeroshot) of the model pruned by each method: method -> task -> score."""
+        out = {}
+        for method in methods:
+            with self.session.lock:
+                self.session.prune(self.session.allocate(method, self.sparsity, self.metric), self.metric,
+                                   progress=check)
+                out[method] = self.session.zero_shot(tasks, limit, check)
+        return out
 
     def ratios(self, texts: list[str]) -> list[tuple[float, ...] | str]:
         out = []

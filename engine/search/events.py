@@ -107,3 +107,4 @@ class StateChanged:
 class SearchFinished:
     best: Candidate | None
     held_out: dict = field(default_factory=dict)  # method/text -> held-out perplexity
+    zero_shot: dict = field(default_factory=dict)  # method/text -> task -> engine.zeroshot.TaskScore as JSON

@@ -84,6 +84,8 @@ class SearchSettings:
     level_step: float = DEFAULT_LEVEL_STEP  # evopress: the grid of block sparsities around the target
     model: str | None = None  # None: the default model
     data: DataConfig = field(default_factory=DataConfig)
+    tasks: tuple[str, ...] = ()  # zero-shot tasks scored in final.json next to held-out perplexity
+    limit: int | None = None  # examples per zero-shot task (None: all)
 
     def __post_init__(self):
         check_target(self.sparsity)
@@ -133,6 +135,7 @@ class SearchSettings:
         values = {k: v for k, v in data.items() if k in known}
         values["data"] = DataConfig(**values.get("data", {}))
         values["seeds"] = tuple(values.get("seeds", ()))
+        values["tasks"] = tuple(values.get("tasks", ()))
         values.setdefault("stages", "")  # a run from before stages had none
         return cls(**values)
 
@@ -243,12 +246,17 @@ class Search(CheckpointedSearch):
 
     def final_result(self, state: dict, check) -> dict:
         """The best re-scored on the held-out split next to uniform, OWL and protect-first (the simple
-        baseline a search must beat)."""
+        baseline a search must beat), and on the settings' zero-shot tasks."""
         best = state["best"]
-        held = {}
+        d = self.settings.data
+        final = {"best": best, "held_out_perplexity": {}, "corpora": {"corpus": d.corpus, "eval_corpus": d.eval_corpus}}
         if self.held_out is not None:
-            held = self.held_out(([best["text"]] if best else []) + ["uniform", "owl", "first"], check)
-        return {"best": best, "held_out_perplexity": held}
+            methods = ([best["text"]] if best else []) + ["uniform", "owl", "first"]
+            final["held_out_perplexity"] = self.held_out(methods, check)
+            if self.settings.tasks:
+                final["zero_shot"] = self.evaluator.zero_shot(methods, self.settings.tasks, self.settings.limit,
+                                                              check)
+        return final
 
     # -- populations ------------------------------------------------------------------------
     def initial_state(self) -> dict:
