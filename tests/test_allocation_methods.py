@@ -137,3 +137,20 @@ def test_method_names_aliases_and_function_texts_are_canonicalised(tiny_session)
     with pytest.raises(InvalidFunctionError):
         canonical_method("abs | means | no_op")
     assert tiny_session.allocate("alphapruning", 0.6).block_ratios == tiny_session.allocate("alpha", 0.6).block_ratios
+
+
+def test_reference_nan_policy_reads_whole_blocks_as_the_reference_code(tiny_session):
+    """Under nan=reference a function reduces every score of a block (its linears flattened), not the sample."""
+    import math
+
+    from engine.allocation import with_nan_policy
+
+    method = with_nan_policy("no_op | var | no_op", "reference")
+    assert method == "no_op | var | no_op | nan=reference"
+    allocation = tiny_session.allocate(method, 0.6)
+    scorer = tiny_session.pruner("wanda")
+    for block, value in zip(tiny_session.blocks, allocation.block_values):
+        whole = torch.cat([scorer.scores(n).double().flatten() for n in block.linears])
+        assert value == pytest.approx(whole.var(correction=0).item(), rel=1e-9)
+    assert allocation.parameters == {"replaced_blocks": []}
+    assert not math.isnan(sum(tiny_session.allocate(with_nan_policy("dsa", "reference"), 0.6).block_ratios))

@@ -9,9 +9,10 @@ integer the reference parses into a LAMBDA attribute that its allocation never r
 
 NaN policy: by default (`reject`) a function whose value is NaN or infinite for any block is invalid, and
 the error names the op and the block. `nan=reference` reproduces the DSA reference code instead: a block
-value that is NaN becomes 0 and one that is infinite becomes -1 (after the transforms), and abslog / log
-set exact zeros to 1 as it does (ops.REFERENCE_PRE_OPS). The text keeps `nan=reference`, so every table,
-recipe and pane that shows the function shows the policy too.
+value that is NaN becomes 0 and one that is infinite becomes -1 (after the transforms), abslog / log set
+exact zeros to 1 as it does (ops.REFERENCE_PRE_OPS), and the function reads each whole block's scores
+flattened into one row, not our fixed sample (engine.allocation.methods). The text keeps `nan=reference`, so
+every table, recipe and pane that shows the function shows the policy too.
 """
 
 from __future__ import annotations

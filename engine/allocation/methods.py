@@ -54,6 +54,13 @@ class AllocationInputs:
     def samples(self) -> list[BlockSample]:
         return sample_blocks(self.blocks, self.scores, size=self.sample_size, seed=self.seed)
 
+    def whole_blocks(self):
+        """Every block's scores, its linears flattened into one row (float64), one block at a time: what the
+        DSA reference code reduces, read by functions under the reference NaN policy (one block's scores in
+        float64 in memory at a time)."""
+        for b in self.blocks:
+            yield BlockSample(torch.cat([self.scores(n).double().flatten() for n in b.linears])[None, :], b.params)
+
     @cached_property
     def score_statistics(self) -> tuple[list[float], list[float]]:
         """Per block, in one pass: the mean score, and (OWL) the fraction of scores above OWL_M times it."""
@@ -163,9 +170,12 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     if method in ("er", "er-plus", "er-ends"):
         return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
     function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
+    if function.nan == "reference":  # as the reference code: on whole blocks, non-finite values replaced
+        ratios, values = function.block_ratios(inputs.whole_blocks(), inputs.block_params, target)
+        replaced = {"replaced_blocks": function.replaced_blocks(inputs.whole_blocks())}
+        return _from_blocks(str(function), target, inputs, ratios, values, replaced)
     ratios, values = function.block_ratios(inputs.samples, inputs.block_params, target)
-    replaced = {"replaced_blocks": function.replaced_blocks(inputs.samples)} if function.nan == "reference" else None
-    return _from_blocks(str(function), target, inputs, ratios, values, replaced)
+    return _from_blocks(str(function), target, inputs, ratios, values)
 
 
 def _from_blocks(method, target, inputs, block_ratios, values=None, parameters=None) -> Allocation:
