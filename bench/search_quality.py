@@ -5,7 +5,7 @@ baselines, over seeds, on held-out perplexity (the evaluation split, never seen 
 
 1. Rank correlation: random valid functions scored on the first 512 / 1024 fitness tokens and on the whole
    fitness split, against their held-out perplexity (Spearman), and the seconds per candidate of each.
-2. Baselines: uniform, OWL, ER-plus, protect-first and protect-ends (level picked on the fitness split).
+2. Baselines: uniform, OWL, ER with the ends twice as dense (er-ends), protect-first and protect-ends (level picked on the fitness split).
 3. Searches, each seed and sparsity: random search and evolution (functions, the same population and
    stages) and evopress (profiles, its own), each stopped after the same compute budget: `--budget` candidates' worth of
    whole-fitness-split forwards (a candidate at a cheap stage costs its share of tokens, a duplicate
@@ -42,7 +42,7 @@ from engine.session import Session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("random", "evolution", "evopress")
-BASELINES = ("uniform", "owl", "er-plus", "first", "ends")
+BASELINES = ("uniform", "owl", "er-ends", "first", "ends")
 
 
 def spearman(a: list[float], b: list[float]) -> float:

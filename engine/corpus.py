@@ -12,7 +12,6 @@ hub's repository (wikitext2=/data/wikitext holds wikitext-2-raw-v1/test-00000-of
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import WorkbenchError
+from engine.files import jsonl_rows
 
 DEFAULT_CORPUS_LABEL = "sotu"
 SPLIT_FRACTIONS = {"calibration": 0.6, "fitness": 0.2, "evaluation": 0.2}
@@ -200,19 +200,8 @@ def _file_texts(path: Path) -> list[str]:
     if path.suffix == ".txt":
         return [path.read_text(encoding="utf-8", errors="replace")]
     if path.suffix == ".jsonl":
-        texts = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise WorkbenchError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise WorkbenchError(f"{path}:{lineno}: expected an object with a \"text\" string")
-                texts.append(row["text"])
-        return texts
+        valid = lambda row: isinstance(row, dict) and isinstance(row.get("text"), str)  # noqa: E731
+        return [row["text"] for _, row in jsonl_rows(path, valid, 'an object with a "text" string')]
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -28,6 +28,22 @@ def read_json(path: Path, what: str = "file"):
         raise WorkbenchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def jsonl_rows(path: Path, valid, expected: str):
+    """(line number, object) of every non-blank line of a JSON-lines file; a WorkbenchError naming the line
+    where one is not JSON or `valid(object)` is false (`expected` says what a line should hold)."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise WorkbenchError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not valid(row):
+                raise WorkbenchError(f"{path}:{lineno}: expected {expected}")
+            yield lineno, row
+
+
 def check_safetensors(path: Path) -> None:
     """The file's header parses and its tensors end exactly at the end of the file."""
     path = Path(path)

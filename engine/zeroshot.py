@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.errors import WorkbenchError
+from engine.files import jsonl_rows
 from engine.progress import Progress, no_progress
+from engine.search.control import SearchStopped
 
 SHIPPED_TASKS = Path(__file__).resolve().parent / "tasks"
 CHUNK = 32  # log-likelihood requests between two progress reports (and cancellation checks)
@@ -76,7 +78,7 @@ def zero_shot(model, tokenizer, tasks: tuple[str, ...], *, limit: int | None = N
         lm.stage = f"zero-shot {name}"
         try:
             scores[name] = _run_task(lm, spec, name, limit, started)
-        except (KeyboardInterrupt, WorkbenchError, MemoryError):
+        except (KeyboardInterrupt, MemoryError, SearchStopped):
             raise
         except Exception as exc:  # noqa: BLE001 - any task failure is that task's one-line result
             scores[name] = TaskScore(name, seconds=time.perf_counter() - started, error=_one_line(exc))
@@ -113,20 +115,17 @@ def _local_task_file(spec: str) -> Path | None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"no such task file: {spec}")
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        choices = row.get("choices") if isinstance(row, dict) else None
-        if not (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(choices, list)
-                and len(choices) >= 2 and all(isinstance(c, str) for c in choices)
-                and isinstance(row.get("answer"), int) and 0 <= row["answer"] < len(choices)):
-            raise ValueError(f"{path}:{lineno}: expected {{\"question\": str, \"choices\": [str, str, ...], "
-                             f"\"answer\": index of the right choice}}")
+    for _ in jsonl_rows(path, _valid_question, '{"question": str, "choices": [str, str, ...], "answer": index of '
+                                                'the right choice}'):
+        pass
     return path.resolve()
+
+
+def _valid_question(row) -> bool:
+    choices = row.get("choices") if isinstance(row, dict) else None
+    return (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(choices, list)
+            and len(choices) >= 2 and all(isinstance(c, str) for c in choices)
+            and isinstance(row.get("answer"), int) and 0 <= row["answer"] < len(choices))
 
 
 def _write_task_config(path: Path, name: str, folder: Path) -> None:

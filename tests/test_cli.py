@@ -118,13 +118,16 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch):
 
 def test_zero_shot_accuracy_in_eval_and_in_the_recipe_of_a_pruning(capsys, tmp_path, tiny_model_dir):
     """A local JSON-lines task through lm-eval; a task that cannot run is one line and the rest stand."""
-    tasks = ["--tasks", "tests/data/six_facts.jsonl,no_such_task_anywhere", "--limit", "3"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Two and two make", "choices": ["four"], "answer": 0}\n')
+    tasks = ["--tasks", f"tests/data/six_facts.jsonl,no_such_task_anywhere,{bad}", "--limit", "3"]
     code, stdout, _ = run(capsys, "eval", str(tiny_model_dir), "--json", "--quiet", *tasks, *TINY)
     assert code == 0
     result = json.loads(stdout)
     assert result["perplexity"] > 1 and result["zero_shot"]["six_facts"]["samples"] == 3
     assert 0 <= result["zero_shot"]["six_facts"]["accuracy"] <= 1
     assert "no_such_task_anywhere" in result["zero_shot"]["no_such_task_anywhere"]["error"]
+    assert result["zero_shot"]["bad"]["error"].startswith(f"{bad}:1: expected {{\"question\": str")
     code, stdout, _ = run(capsys, "eval", str(tiny_model_dir), "--quiet", *tasks, *TINY)
     assert "zero-shot six_facts: acc " in stdout and "zero-shot no_such_task_anywhere: failed: " in stdout
     out = tmp_path / "pruned"
