@@ -94,7 +94,7 @@ def esd_alpha(weight: torch.Tensor, chunk: int = 256) -> float:
     reference's two bounds around the peak p of a 100-bin histogram of log10 eigenvalues: from log10(0.95 p)
     (the reference compares eigenvalues with that logarithm, which in practice admits every small
     eigenvalue; kept so the alphas match it) up to 1.5 p."""
-    eigs = torch.linalg.svdvals(weight.detach().float()).double().square().sort().values
+    eigs = torch.linalg.svdvals(weight.detach().float()).cpu().double().square().sort().values
     n_eigs = eigs.numel()
     if n_eigs < 2:
         raise WorkbenchError("AlphaPruning needs matrices with at least two singular values")
@@ -104,14 +104,14 @@ def esd_alpha(weight: torch.Tensor, chunk: int = 256) -> float:
     edges = torch.linspace(float(log10.min()), float(log10.max()), ALPHA_BINS + 1, dtype=torch.float64)
     peak = 10 ** float(edges[int(counts.argmax())])
     lower, upper = math.log10(0.95 * peak), 1.5 * peak
-    candidates = [i for i in range(n_eigs - 1) if lower <= eigs[i] <= upper]
-    if not candidates:
+    candidates = ((eigs[:-1] >= lower) & (eigs[:-1] <= upper)).nonzero().flatten()
+    if not len(candidates):
         return 0.0  # the reference's value when no cut-off is tried
     suffix = logs.flip(0).cumsum(0).flip(0)  # sum of logs from i up
     best_d, best_alpha = 1.0, 0.0  # the reference's D for cut-offs not tried, and its alpha there
     positions = torch.arange(n_eigs, dtype=torch.float64)
     for start in range(0, len(candidates), chunk):
-        idx = torch.tensor(candidates[start:start + chunk])
+        idx = candidates[start:start + chunk]
         n = (n_eigs - idx).double()
         alpha = 1 + n / (suffix[idx] - n * logs[idx])
         # KS distance over j >= i: |1 - (x_j / x_i)^(1 - alpha) - (j - i) / n|
