@@ -175,9 +175,12 @@ def ray_session():
 
 def test_a_cluster_of_two_workers_gives_the_single_device_run(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "cluster"
-    subprocess.run(cli_search(run, tiny_model_dir, "--cluster", "local", "--workers", "2"), check=True,
-                   capture_output=True, env=_env())
+    subprocess.run(cli_search(run, tiny_model_dir, "--cluster", "local", "--workers", "2", "--tasks",
+                              "tests/data/six_facts.jsonl", "--limit", "2"), check=True, capture_output=True, env=_env())
     assert same_run(run, uninterrupted)
+    accuracy = lambda folder: {m: s["six_facts"]["accuracy"]  # noqa: E731
+                               for m, s in json.loads((folder / "final.json").read_text())["zero_shot"].items()}
+    assert accuracy(run) == accuracy(uninterrupted)  # the final zero-shot scores, on a Ray worker
 
 
 def test_the_profile_search_on_the_cluster_gives_the_single_device_run(tmp_path, tiny_model_dir):
