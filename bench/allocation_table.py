@@ -23,17 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.allocation import with_nan_policy  # noqa: E402
-from engine.choices import METHOD_LABELS, METHODS  # noqa: E402
+from engine.choices import METHOD_LABELS, METHODS, REFERENCE_DSA_LABEL, REFERENCE_DSA_TEXT  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.session import Session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DSA_REFERENCE = with_nan_policy("dsa", "reference")
-COLUMNS = METHODS + (DSA_REFERENCE,)
-LABELS = {**METHOD_LABELS, DSA_REFERENCE: "DSA, nan=reference"}
+COLUMNS = METHODS + (REFERENCE_DSA_TEXT,)
+LABELS = {**METHOD_LABELS, REFERENCE_DSA_TEXT: REFERENCE_DSA_LABEL}
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine.allocation import with_nan_policy  # noqa: E402
+from engine.choices import REFERENCE_DSA_TEXT  # noqa: E402
 from engine.allocation.ops import PRE_OPS, REFERENCE_PRE_OPS  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.loading import load_model  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     summary = {w: [r["block"] for r in rows if r["nan"][w]] for w in ways}
     for way, blocks in summary.items():
         print(f"{way}: NaN at {len(blocks)} of {len(rows)} blocks {blocks}")
-    allocation = session.allocate(with_nan_policy("dsa", "reference"), 0.7)
+    allocation = session.allocate(REFERENCE_DSA_TEXT, 0.7)
     assert allocation.parameters["replaced_blocks"] == summary["reference"], (allocation.parameters, summary)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "published_dsa.json").write_text(json.dumps(

@@ -19,6 +19,10 @@ METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "
                  "er-ends": "ER, ends x2",
                  "alpha": "AlphaPruning", "first": "Protect first", "ends": "Protect ends",
                  "dsa": "DSA (published)"}
+PUBLISHED_DSA_TEXT = "abslog | var | atan, asin"  # the one function the DSA authors published
+# ... as its reference code computes it (engine.allocation.function): a compare row and a table column
+REFERENCE_DSA_TEXT = f"{PUBLISHED_DSA_TEXT} | nan=reference"
+REFERENCE_DSA_LABEL = "DSA, nan=reference"
 
 # -- allocation functions -----------------------------------------------------------------------------
 DEFAULT_LAM = 0.08

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from engine.choices import METHOD_LABELS
+from engine.choices import METHOD_LABELS, REFERENCE_DSA_LABEL, REFERENCE_DSA_TEXT
 from engine.zeroshot import task_name
 from screens.messages import CompareDone, CompareProgressed, CompareRequested
 
@@ -36,6 +36,7 @@ class Compare(Vertical):
         table.add_column("method", key="method")
         for method, label in METHOD_LABELS.items():
             table.add_row(label, "—", method, key=method)
+        table.add_row(REFERENCE_DSA_LABEL, "—", REFERENCE_DSA_TEXT, key=REFERENCE_DSA_TEXT)
         yield table
 
     def add_function(self, text: str) -> None:

@@ -97,6 +97,13 @@ def test_published_function_and_reference_code_form():
     assert str(PUBLISHED_DSA) == "abslog | var | atan, asin"
     assert AllocationFunction.parse("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)") == PUBLISHED_DSA  # LAMBDA group: unread
     assert AllocationFunction.parse("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(9)").lam == 0.08
+    with pytest.raises(InvalidFunctionError):
+        AllocationFunction.parse("X:(ABSLOG)-(VAR)-(ATAN,ASIN)")
+    from engine.allocation import with_nan_policy
+    from engine.choices import REFERENCE_DSA_TEXT
+
+    assert with_nan_policy("dsa", "reference") == REFERENCE_DSA_TEXT
+    assert str(AllocationFunction.parse(REFERENCE_DSA_TEXT).with_nan_policy("reject")) == str(PUBLISHED_DSA)
     assert AllocationFunction.parse("  abslog|var|atan ,asin ") == PUBLISHED_DSA
 
 

@@ -3,7 +3,7 @@
 Text form: `abslog | var | atan, asin` with optional `| lam=0.12`, `| dir=-` and `| nan=reference`
 (defaults lam=0.08, dir=+, nan=reject, omitted when printing). An empty stage is written `no_op`.
 
-The reference code's form `W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)` is read too. Its optional last group is an
+The reference code's form `W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)` is read too (ops in any case). Its optional last group is an
 integer the reference parses into a LAMBDA attribute that its allocation never reads (it maps with its
 --Lamda option, 0.08 by default): it is accepted when it is an integer and ignored; lam stays 0.08.
 
@@ -26,10 +26,10 @@ import torch
 from engine.allocation.mapping import spread_ratios
 from engine.allocation.ops import PRE_OPS, REDUCTIONS, REFERENCE_PRE_OPS, TRANSFORMS
 from engine.allocation.samples import BlockSample
-from engine.choices import DEFAULT_LAM, MAX_LAM, NAN_POLICIES
+from engine.choices import DEFAULT_LAM, MAX_LAM, NAN_POLICIES, PUBLISHED_DSA_TEXT
 from engine.errors import InvalidFunctionError
 
-_LEGACY = re.compile(r"^\s*\w+\s*:\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*(?:-\s*\((\s*\d+\s*)\))?\s*$")
+_LEGACY = re.compile(r"^\s*W\s*:\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*-\s*\(([^)]*)\)\s*(?:-\s*\((\s*\d+\s*)\))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -154,4 +154,4 @@ def _checked(op: str, out: torch.Tensor, block: int | None) -> torch.Tensor:
     return out
 
 
-PUBLISHED_DSA = AllocationFunction(("abslog",), "var", ("atan", "asin"))
+PUBLISHED_DSA = AllocationFunction.parse(PUBLISHED_DSA_TEXT)
