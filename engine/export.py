@@ -52,9 +52,9 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         zero_shot = {"tasks": list(tasks), "limit": limit, "dense": session.zero_shot(tasks, limit)} if tasks else None
         result = session.prune(allocation, metric, pattern, progress=progress, calibration=calibration)
         ppl = session.perplexity() if evaluate else None
+        session.write_pruned()  # before the zero-shot forwards: many small ones, each would remake the masks
         if zero_shot:
             zero_shot["pruned"] = session.zero_shot(tasks, limit)
-        session.write_pruned()
         recipe = make_recipe(session, result, session.achieved(), dense_ppl, ppl, zero_shot)
         check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format)) if verify else None
         path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
