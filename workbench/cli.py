@@ -320,6 +320,16 @@ def _data_args(p, fitness: bool = False) -> None:
                        help=f"tokens of the fitness split scored per candidate (default {d.fitness_tokens})")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (got {text!r})")
+    return value
+
+
 def _token_count(text: str) -> int:
     if text == "all":
         return 0
@@ -354,7 +364,7 @@ def _zero_shot_args(p, what: str) -> None:
                         "the local cache), a .jsonl file of {question, choices, answer} lines, or general_facts (a "
                         "small offline task shipped with dsa-workbench); a task that fails is one line, the rest "
                         "and the perplexities stand")
-    g.add_argument("--limit", type=int, default=None, metavar="N",
+    g.add_argument("--limit", type=_positive, default=None, metavar="N",
                    help="score only the first N examples of each task (default: all)")
 
 
