@@ -436,23 +436,29 @@ class WorkbenchApp(App):
         else:
             self.status_text = message.text
 
+    # Workers' results can arrive while the app shuts down, its panes already gone: `self.query` finds none then.
     @on(PreviewReady)
     def _preview_ready(self, message: PreviewReady) -> None:
-        self.query_one(Editor).show_preview(message)
-        if message.view is not None:
-            self.query_one(Dashboard).show_allocation("editor", message.view)
+        for editor in self.query(Editor):
+            editor.show_preview(message)
+        for dashboard in self.query(Dashboard):
+            if message.view is not None:
+                dashboard.show_allocation("editor", message.view)
 
     @on(CompareDone)
     def _compare_done(self, message: CompareDone) -> None:
-        self.query_one(Compare).show_result(message)
+        for compare in self.query(Compare):
+            compare.show_result(message)
 
     @on(CompareProgressed)
     def _compare_progress(self, message: CompareProgressed) -> None:
-        self.query_one(Compare).show_progress(message)
+        for compare in self.query(Compare):
+            compare.show_progress(message)
 
     @on(ExportProgressed)
     def _export_progress(self, message: ExportProgressed) -> None:
-        self.query_one(Export).show_progress(message)
+        for export in self.query(Export):
+            export.show_progress(message)
 
     @on(ExportDone)
     def _export_done(self, message: ExportDone) -> None:
