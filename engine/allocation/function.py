@@ -107,13 +107,20 @@ class AllocationFunction:
     def block_values(self, samples: list[BlockSample]) -> torch.Tensor:
         """The function's scalar for every block (float64): under `reject`, InvalidFunctionError naming the op
         and block where a value stops being finite; under `reference`, NaN -> 0 and inf -> -1 at the end."""
-        v = self._values(samples)
-        return torch.where(v.isnan(), 0.0, torch.where(v.isinf(), -1.0, v)) if self.nan == "reference" else v
+        return self.values_and_replaced(samples)[0]
 
     def replaced_blocks(self, samples: list[BlockSample]) -> list[int]:
         """The blocks whose value the reference policy replaces (NaN or infinite before the replacement)."""
-        v = self.with_nan_policy("reference")._values(samples)
-        return [i for i in range(v.numel()) if not bool(v[i].isfinite())]
+        return self.with_nan_policy("reference").values_and_replaced(samples)[1]
+
+    def values_and_replaced(self, samples) -> tuple[torch.Tensor, list[int]]:
+        """`block_values`, and the blocks whose value the reference policy replaced (none under `reject`), from
+        one pass over `samples` (any iterable of block samples)."""
+        v = self._values(samples)
+        if self.nan != "reference":
+            return v, []
+        replaced = (~v.isfinite()).nonzero().flatten().tolist()
+        return torch.where(v.isnan(), 0.0, torch.where(v.isinf(), -1.0, v)), replaced
 
     def _values(self, samples: list[BlockSample]) -> torch.Tensor:
         reference = self.nan == "reference"

@@ -170,12 +170,11 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     if method in ("er", "er-plus", "er-ends"):
         return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
     function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
-    if function.nan == "reference":  # as the reference code: on whole blocks, non-finite values replaced
-        ratios, values = function.block_ratios(inputs.whole_blocks(), inputs.block_params, target)
-        replaced = {"replaced_blocks": function.replaced_blocks(inputs.whole_blocks())}
-        return _from_blocks(str(function), target, inputs, ratios, values, replaced)
-    ratios, values = function.block_ratios(inputs.samples, inputs.block_params, target)
-    return _from_blocks(str(function), target, inputs, ratios, values)
+    reference = function.nan == "reference"  # as the reference code: whole blocks, non-finite values replaced
+    values, replaced = function.values_and_replaced(inputs.whole_blocks() if reference else inputs.samples)
+    ratios = spread_ratios(values.tolist(), inputs.block_params, target, function.lam, function.direction)
+    return _from_blocks(str(function), target, inputs, ratios, values.tolist(),
+                        {"replaced_blocks": replaced} if reference else None)
 
 
 def _from_blocks(method, target, inputs, block_ratios, values=None, parameters=None) -> Allocation:
