@@ -22,11 +22,7 @@ def check_target(target: float) -> float:
 def spread_ratios(values: list[float], weights: list[int], target: float, lam: float, direction: int) -> list[float]:
     """n = minmax(values); s = target + 2*lam*(n - mean(n)) (n flipped when direction < 0),
     clipped to [0.01, 0.99] and shifted so the weighted mean is exactly `target`."""
-    lo, hi = min(values), max(values)
-    span = hi - lo
-    if not math.isfinite(span):
-        raise InvalidFunctionError("mapping: block values span an infinite range", op="mapping")
-    n = [(v - lo) / span if span > 0 else 0.0 for v in values]
+    n = _minmax(values)
     if direction < 0:
         n = [1.0 - x for x in n]
     mean_n = sum(n) / len(n)
@@ -37,12 +33,17 @@ def scaled_ratios(values: list[float], weights: list[int], target: float, eps: f
     """AlphaPruning's multiplicative mapping: r = (1 - eps) + 2*eps*minmax(values), then every ratio
     target*r*c with one factor c so that the weighted mean is `target`: ratios spread about 2*eps*target.
     (Clipped to [0.01, 0.99] before c is solved, where a ratio would leave that range.)"""
+    r = [1 - eps + 2 * eps * x for x in _minmax(values)]
+    return solve_weighted_mean(lambda c: [c * target * x for x in r], weights, target, 0.0, 1.0 / (target * min(r)))
+
+
+def _minmax(values: list[float]) -> list[float]:
+    """Values scaled to [0, 1] (all 0 when they are equal: the mapping then gives uniform ratios)."""
     lo, hi = min(values), max(values)
     span = hi - lo
     if not math.isfinite(span):
         raise InvalidFunctionError("mapping: block values span an infinite range", op="mapping")
-    r = [1 - eps + 2 * eps * ((v - lo) / span if span > 0 else 0.5) for v in values]
-    return solve_weighted_mean(lambda c: [c * target * x for x in r], weights, target, 0.0, 1.0 / (target * min(r)))
+    return [(v - lo) / span if span > 0 else 0.0 for v in values]
 
 
 def rebalance(ratios: list[float], weights: list[int], target: float) -> list[float]:
