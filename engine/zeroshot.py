@@ -29,7 +29,6 @@ from engine.search.control import SearchStopped
 
 SHIPPED_TASKS = Path(__file__).resolve().parent / "tasks"
 CHUNK = 32  # log-likelihood requests between two progress reports (and cancellation checks)
-PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq", "openbookqa")
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,6 @@ class TaskScore:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-    def cell(self) -> str:
-        """A table cell: accuracy in percent, or 'failed'."""
-        return "failed" if self.accuracy is None else f"{100 * self.accuracy:.1f}"
 
 
 def parse_tasks(text: str | None) -> tuple[str, ...]:
