@@ -104,17 +104,16 @@ def split_corpus(source: str | None, seed: int) -> Splits:
     return Splits(label, pick(cal), pick(fit), pick(ev))
 
 
-def stream_windows(tokenizer, source: str, n_tokens: int, seqlen: int) -> tuple[torch.Tensor, str]:
-    """An evaluation corpus as one stream: the test split's texts joined by blank lines, tokenised at once,
-    cut into windows of `seqlen`: its first `n_tokens` tokens (whole windows), or every window when
-    `n_tokens` is 0. Returns the windows and the corpus label."""
-    texts, label = load_texts(source, "test")
+def stream_windows(tokenizer, texts: list[str], label: str, n_tokens: int, seqlen: int) -> torch.Tensor:
+    """An evaluation corpus (its test split's texts, from `load_texts(source, "test")`) as one stream: joined by
+    blank lines, tokenised at once, cut into windows of `seqlen`: its first `n_tokens` tokens (whole windows),
+    or every window when `n_tokens` is 0."""
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
     n_windows = len(ids) // seqlen if n_tokens == 0 else n_tokens // seqlen
     if n_windows < 1 or n_windows * seqlen > len(ids):
         raise WorkbenchError(f"the evaluation corpus {label} has {len(ids)} tokens, {max(n_tokens, seqlen)} asked "
                              f"for: lower --eval-tokens or --seqlen")
-    return torch.tensor(ids[:n_windows * seqlen], dtype=torch.long).view(n_windows, seqlen), label
+    return torch.tensor(ids[:n_windows * seqlen], dtype=torch.long).view(n_windows, seqlen)
 
 
 def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: int) -> torch.Tensor:

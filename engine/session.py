@@ -14,7 +14,7 @@ from engine.allocation.profiles import PROTECTED, block_form_text, protect_level
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
-from engine.corpus import Splits, split_corpus, stream_windows, token_windows
+from engine.corpus import Splits, load_texts, split_corpus, stream_windows, token_windows
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
@@ -49,7 +49,6 @@ class Session:
         self.data = data
         self.progress = progress
         self._windows: dict[str, torch.Tensor] = {}
-        self._eval_label = ""
         self._calibration: CalibrationStats | None = None
         self._pruners: dict[tuple[str, str | None], Pruner] = {}
         self._inputs: dict[str, AllocationInputs] = {}
@@ -74,18 +73,22 @@ class Session:
     def windows(self, split: str) -> torch.Tensor:
         if split not in self._windows:
             if split == "evaluation" and self.data.eval_corpus:
-                self._windows[split], self._eval_label = stream_windows(
-                    self.loaded.tokenizer, self.data.eval_corpus, self.data.eval_tokens, self.data.seqlen)
+                self._windows[split] = stream_windows(self.loaded.tokenizer, *self.eval_texts, self.data.eval_tokens,
+                                                      self.data.seqlen)
             else:
                 self._windows[split] = token_windows(self.loaded.tokenizer, self.splits, split,
                                                      self.data.tokens(split), self.data.seqlen)
         return self._windows[split]
 
+    @cached_property
+    def eval_texts(self) -> tuple[list[str], str]:
+        """The test split of `data.eval_corpus` and its label."""
+        return load_texts(self.data.eval_corpus, "test")
+
     @property
     def corpora(self) -> dict[str, str]:
         """Where calibration (and fitness) and evaluation text come from, as labels for every output."""
-        self.windows("evaluation")
-        evaluation = self._eval_label if self.data.eval_corpus else f"{self.splits.source} (held-out documents)"
+        evaluation = self.eval_texts[1] if self.data.eval_corpus else f"{self.splits.source} (held-out documents)"
         return {"calibration": self.splits.source, "evaluation": evaluation}
 
     def dense_weight(self, name: str) -> torch.Tensor:

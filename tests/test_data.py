@@ -112,12 +112,12 @@ def test_an_evaluation_corpus_is_one_stream_of_its_test_split_in_windows(tmp_pat
 
     wikitext, _ = hub_copies(tmp_path)
     tok = tiny_session.loaded.tokenizer
-    texts, _ = load_texts(f"wikitext2={wikitext}", "test")
+    texts, label = load_texts(f"wikitext2={wikitext}", "test")
     ids = tok("\n\n".join(texts), add_special_tokens=False)["input_ids"]
-    every, label = stream_windows(tok, f"wikitext2={wikitext}", 0, 64)
+    every = stream_windows(tok, texts, label, 0, 64)
     assert label == "wikitext2 (test)" and tuple(every.shape) == (len(ids) // 64, 64)
     assert every.flatten().tolist() == ids[:every.numel()]
-    first, _ = stream_windows(tok, f"wikitext2={wikitext}", 256, 64)
+    first = stream_windows(tok, texts, label, 256, 64)
     assert torch.equal(first, every[:4])
 
 
