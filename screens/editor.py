@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from screens.function_draft import FunctionDraft
 from screens.messages import EvaluateRequested, PreviewReady, PreviewRequested, SeedRequested
 from screens.plots import LivePlot
+from screens.text_box import TextBox
 
 
 class StageView(Static, can_focus=True):
@@ -68,7 +69,9 @@ class Editor(Vertical):
                 tooltip="Score the function on the fitness split and add it to the leaderboard"),
         Binding("ctrl+g", "seed", "Seed search", id="editor.seed",
                 tooltip="Put the function into the next search's first population"),
-        Binding("escape", "leave_input", "Leave text", id="editor.leave", show=False,
+        # a priority binding: the focus moves before the next key is read, so letters typed right after escape
+        # are keys again, not text
+        Binding("escape", "leave_input", "Leave text", id="editor.leave", show=False, priority=True,
                 tooltip="Move the focus from the text box to the op list (letter keys work again)"),
     ]
 
@@ -82,7 +85,7 @@ class Editor(Vertical):
         self.error: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="pre-process | reduction | transform [| lam=0.08] [| dir=-]", id="function-input")
+        yield TextBox(placeholder="pre-process | reduction | transform [| lam=0.08] [| dir=-]", id="function-input")
         yield Static("", id="function-error", markup=False)
         with Horizontal(id="editor-body"):
             options = []
@@ -101,9 +104,14 @@ class Editor(Vertical):
     def text(self) -> str:
         return self.query_one("#function-input", Input).value.strip()
 
-    def set_text(self, text: str) -> None:
-        """Load a function (e.g. from the leaderboard) into the editor."""
-        self.query_one("#function-input", Input).value = text
+    def set_text(self, text: str, replacing: str | None = None) -> bool:
+        """Load a function (e.g. from the leaderboard) into the editor. With `replacing` (the text when the function
+        was asked for), only if the editor still holds it: a late result never overwrites what was typed since."""
+        box = self.query_one("#function-input", Input)
+        if replacing is not None and box.value.strip() != replacing:
+            return False
+        box.value = text
+        return True
 
     # -- edits --------------------------------------------------------------------------------
     @on(Input.Changed, "#function-input")
@@ -121,8 +129,7 @@ class Editor(Vertical):
     @on(OptionList.OptionSelected, "#palette")
     def _picked(self, event: OptionList.OptionSelected) -> None:
         stage, op = event.option.id.split(":", 1)
-        self.draft.add(stage, op)
-        self._sync_from_draft()
+        self._edit(lambda draft: draft.add(stage, op))
 
     def move_cursor(self, delta: int) -> None:
         view = self.query_one(StageView)
@@ -130,26 +137,38 @@ class Editor(Vertical):
         view.show(self.draft)
 
     def remove_op(self) -> None:
-        view = self.query_one(StageView)
-        if not self.draft.remove(self.draft.slots()[view.cursor]):
-            self.notify("a function has exactly one reduction: pick another from the palette to replace it")
-        self._sync_from_draft()
+        def remove(draft: FunctionDraft) -> None:
+            if not draft.remove(draft.slots()[self.query_one(StageView).cursor]):
+                self.notify("a function has exactly one reduction: pick another from the palette to replace it")
+
+        self._edit(remove)
 
     def move_op(self, delta: int) -> None:
-        view = self.query_one(StageView)
-        stage, j = self.draft.move(self.draft.slots()[view.cursor], delta)
-        view.cursor = self.draft.slots().index((stage, j))
-        self._sync_from_draft()
+        def move(draft: FunctionDraft) -> None:
+            view = self.query_one(StageView)
+            view.cursor = draft.slots().index(draft.move(draft.slots()[view.cursor], delta))
+
+        self._edit(move)
 
     def action_leave_input(self) -> None:
-        self.query_one(StageView).focus()
+        self.screen.set_focus(self.query_one(StageView))
 
     def action_flip(self) -> None:
-        self.draft.flip()
-        self._sync_from_draft()
+        self._edit(FunctionDraft.flip)
 
     def action_lam(self, steps: int) -> None:
-        self.draft.nudge_lam(steps)
+        self._edit(lambda draft: draft.nudge_lam(steps))
+
+    def _edit(self, change) -> None:
+        """An op edit (palette, op list, direction, lam) of the function in the text box as it is now, written back
+        to the box. Refused while the box holds unfinished text, which it would overwrite."""
+        if self.text:
+            try:
+                self.draft = FunctionDraft.from_fields(self.parse(self.text))
+            except ValueError as exc:
+                self.notify(f"finish or clear the text first: {exc}", severity="warning")
+                return
+        change(self.draft)
         self._sync_from_draft()
 
     def action_evaluate(self) -> None:

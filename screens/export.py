@@ -9,6 +9,7 @@ from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select,
 
 from engine.choices import EXPORT_DTYPES, EXPORT_FORMATS
 from screens.messages import ExportDone, ExportProgressed, ExportRequested
+from screens.text_box import TextBox
 
 LABELS = {"keep": "keep the model's dtype", "dense": "dense safetensors",
           "compressed-tensors": "compressed-tensors (sparse)"}
@@ -21,9 +22,9 @@ class Export(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Allocation (a method name, or a function's text form)")
-        yield Input(value="owl", id="export-method")
+        yield TextBox(value="owl", id="export-method")
         yield Label("Output folder")
-        yield Input(value="out/pruned", id="export-out")
+        yield TextBox(value="out/pruned", id="export-out")
         with Horizontal(id="export-options"):
             yield Select(FORMATS, value="dense", allow_blank=False, id="export-format")
             yield Select(DTYPES, value="keep", allow_blank=False, id="export-dtype")

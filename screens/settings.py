@@ -9,12 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Label, Select, Static
 
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_RUN,
                             DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS,
                             STRATEGIES)
 from engine.zeroshot import parse_tasks
+from screens.text_box import TextBox
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
             yield Static("[b]Search settings[/b]  (ctrl+s apply, escape cancel)")
             with Grid(id="settings-grid"):
                 yield Label("target sparsity")
-                yield Input(str(p.sparsity), id="sparsity")
+                yield TextBox(str(p.sparsity), id="sparsity")
                 yield Label("metric")
                 yield Select([(m, m) for m in METRICS], value=p.metric, allow_blank=False, id="metric")
                 yield Label("fitness")
@@ -57,21 +58,21 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Label("strategy")
                 yield Select([(s, s) for s in STRATEGIES], value=p.strategy, allow_blank=False, id="strategy")
                 yield Label("population")
-                yield Input(str(p.population), id="population")
+                yield TextBox(str(p.population), id="population")
                 yield Label("generations")
-                yield Input(str(p.generations), id="generations")
+                yield TextBox(str(p.generations), id="generations")
                 yield Label("selection stages")
-                yield Input(p.stages, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
+                yield TextBox(p.stages, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
                 yield Label("run folder")
-                yield Input(p.run, id="run")
+                yield TextBox(p.run, id="run")
                 yield Label("cluster (Ray)")
-                yield Input(p.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
+                yield TextBox(p.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
                 yield Label("workers")
-                yield Input(str(p.workers or ""), placeholder="one per GPU", id="workers")
+                yield TextBox(str(p.workers or ""), placeholder="one per GPU", id="workers")
                 yield Label("zero-shot tasks")
-                yield Input(p.tasks, placeholder="compare pane: e.g. general_facts or arc_easy,piqa", id="tasks")
+                yield TextBox(p.tasks, placeholder="compare pane: e.g. general_facts or arc_easy,piqa", id="tasks")
                 yield Label("zero-shot limit")
-                yield Input(str(p.limit or ""), placeholder="every example", id="limit")
+                yield TextBox(str(p.limit or ""), placeholder="every example", id="limit")
                 yield Label("resume that run")
                 yield Select([("no, start a new run", False), ("yes, continue it", True)], value=p.resume,
                              allow_blank=False, id="resume")

@@ -16,6 +16,7 @@ from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAU
                             DEFAULT_STRUCTURED_RUN, DEFAULT_TARGET_PARAMS)
 from screens.messages import StructuredExportRequested, StructuredStartRequested
 from screens.plots import LivePlot
+from screens.text_box import TextBox
 
 STAGE_COLUMNS = ("stage", "in", "keep", "fine-tune", "fitness", "scored", "best KL")  # tokens per stage
 
@@ -57,25 +58,25 @@ class Structured(Vertical):
         yield Static("structured pruning: removes whole heads and MLP neurons", id="structured-status", markup=False)
         with Horizontal(classes="structured-row"):
             yield Label("run")
-            yield Input(p.run, id="structured-run")
+            yield TextBox(p.run, id="structured-run")
             yield Label("keep")
-            yield Input(str(p.target), id="structured-target")
+            yield TextBox(str(p.target), id="structured-target")
             yield Label("generations")
-            yield Input(str(p.generations), id="structured-generations")
+            yield TextBox(str(p.generations), id="structured-generations")
             yield Label("offspring")
-            yield Input(str(p.offspring), id="structured-offspring")
+            yield TextBox(str(p.offspring), id="structured-offspring")
         with Horizontal(classes="structured-row"):
             yield Label("stages")
-            yield Input(p.stages, id="structured-stages")
+            yield TextBox(p.stages, id="structured-stages")
             yield Label("lr")
-            yield Input(str(p.lr), id="structured-lr")
+            yield TextBox(str(p.lr), id="structured-lr")
             yield Checkbox("one-shot", p.one_shot, id="structured-one-shot")
             yield Button("Start / resume", id="structured-start", variant="primary")
         with Horizontal(classes="structured-row"):
             yield Label("export to")
-            yield Input("out/structured", id="structured-out")
+            yield TextBox("out/structured", id="structured-out")
             yield Label("fine-tune tokens")
-            yield Input("0", id="structured-finetune")
+            yield TextBox("0", id="structured-finetune")
             yield Checkbox("replace", id="structured-force")
             yield Button("Export", id="structured-export")
         with Horizontal(id="structured-body"):

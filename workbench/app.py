@@ -11,6 +11,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -24,6 +25,7 @@ from screens.editor import Editor
 from screens.export import Export
 from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
+from screens.panes import Panes
 from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareProgressed, CompareRequested,
                               EvaluateRequested, ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
                               ScoredCandidate, SeedRequested, StructuredExportRequested, StructuredStartRequested)
@@ -34,8 +36,24 @@ from screens.structured import Levels, Structured, StructuredParams
 REDRAW_S = 1.0
 QUIT_WAIT_S = 30.0  # how long quitting waits for a stopped search to write its checkpoint
 SEARCH_ACTIONS = {"start_search": "start", "pause": "pause", "resume": "resume", "step": "step", "stop": "stop"}
-MAIN_WIDGET = {"editor": "#function-input", "leaderboard": "#leaderboard-table", "compare": "#compare-table",
-               "export": "#export-method", "structured": "#structured-start"}
+# pane: (letter, F-key, title, tooltip, the widget that takes the focus there)
+PANES = {
+    "dashboard": ("d", "f2", "Dashboard", "Plots and status", None),
+    "leaderboard": ("l", "f3", "Leaderboard", "Scored candidates", "#leaderboard-table"),
+    "editor": ("e", "f4", "Editor", "Build or edit a function", "#function-input"),
+    "compare": ("c", "f5", "Compare", "Allocations side by side", "#compare-table"),
+    "export": ("x", "f6", "Export", "Write a pruned model", "#export-method"),
+    "structured": ("u", "f7", "Structured", "Structured pruning: heads and neurons (s/p/r/n/t drive its search there)",
+                   "#structured-start"),
+}
+
+
+def pane_bindings() -> list[Binding]:
+    """Priority bindings: the App switches the pane and moves the focus before it reads the next key, so keys typed
+    right after the switch land in the new pane. Where a text box has the focus, Textual leaves it the letters (the
+    F-keys still switch)."""
+    return [Binding(f"{letter},{fkey}", f"pane('{pane}')", title, id=f"pane.{pane}", tooltip=tooltip, show=False,
+                    priority=True) for pane, (letter, fkey, title, tooltip, _) in PANES.items()]
 
 
 @dataclass
@@ -86,16 +104,13 @@ class WorkbenchApp(App):
         Binding("o", "settings", "Settings", id="settings", tooltip="Target sparsity, metric, population..."),
         Binding("question_mark,f1", "help", "Help", id="help", tooltip="Every key binding"),
         Binding("q,ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (a running search stops, checkpoint kept)"),
-        Binding("d,f2", "pane('dashboard')", "Dashboard", id="pane.dashboard", tooltip="Plots and status",
-                show=False),
-        Binding("l,f3", "pane('leaderboard')", "Leaderboard", id="pane.leaderboard", tooltip="Scored candidates",
-                show=False),
-        Binding("e,f4", "pane('editor')", "Editor", id="pane.editor", tooltip="Build or edit a function", show=False),
-        Binding("c,f5", "pane('compare')", "Compare", id="pane.compare", tooltip="Allocations side by side",
-                show=False),
-        Binding("x,f6", "pane('export')", "Export", id="pane.export", tooltip="Write a pruned model", show=False),
-        Binding("u,f7", "pane('structured')", "Structured", id="pane.structured",
-                tooltip="Structured pruning: heads and neurons (s/p/r/n/t drive its search there)", show=False),
+        *pane_bindings(),
+        # Tab moves the focus before the next key is read (a priority binding): text typed right after it
+        # lands in the widget it moved to, however busy the machine
+        Binding("tab", "focus_next", "Next field", id="focus.next", tooltip="Move the focus to the next widget",
+                show=False, priority=True),
+        Binding("shift+tab", "focus_previous", "Previous field", id="focus.previous",
+                tooltip="Move the focus to the previous widget", show=False, priority=True),
     ]
 
     search_state: reactive[str] = reactive("idle", init=False)
@@ -123,7 +138,7 @@ class WorkbenchApp(App):
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="dashboard", id="panes"):
+        with Panes(initial="dashboard", id="panes"):
             with TabPane("Dashboard F2", id="dashboard"):
                 yield Dashboard()
             with TabPane("Leaderboard F3", id="leaderboard"):
@@ -172,15 +187,20 @@ class WorkbenchApp(App):
     def structured_active(self) -> bool:
         return self.query_one(TabbedContent).active == "structured"
 
-    def check_action(self, action: str, parameters) -> bool | None:
-        """s/p/r/n/t drive the search of the pane in view (the structured one on its pane, else DSA),
-        as the engine's lifecycle allows in that search's state."""
+    def allowed(self, action: str) -> bool:
+        """s/p/r/n/t drive the search of the pane in view (the structured one on its pane, else DSA), as the
+        engine's lifecycle allows in that search's state; settings while the DSA search can start."""
         if action in SEARCH_ACTIONS:
             state = self.structured_state if self.structured_active() else self.search_state
             return allows(state, SEARCH_ACTIONS[action])
         if action == "settings":
             return allows(self.search_state, "start") and not self.structured_active()
         return True
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "pane":  # priority bindings reach the App under a dialog too
+            return not isinstance(self.screen, ModalScreen)
+        return self.allowed(action)
 
     def watch_search_state(self) -> None:
         self.refresh_bindings()
@@ -193,30 +213,30 @@ class WorkbenchApp(App):
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if binding.action != "quit" and self.check_action(binding.action.split("(")[0], ()) is not False:
+            if binding.action not in ("quit", "focus_next", "focus_previous") and self.allowed(binding.action.split("(")[0]):
                 yield SystemCommand(binding.description, binding.tooltip,
                                     lambda a=binding.action: self.run_action(a))
 
     def action_pane(self, pane: str) -> None:
-        # the focus leaves the old pane first: TabbedContent shows the pane holding the focus, and the
-        # dashboard has nothing to focus
-        self.set_focus(None)
+        """Show the pane and focus where its keys work, now: the next key read goes there. (The dashboard has
+        nothing to focus; the focus leaves the old pane, whose hidden text box would otherwise take keys.)"""
         self.query_one(TabbedContent).active = pane
-        self.call_after_refresh(self._focus_main, pane)  # also when the pane was already in view
+        target = PANES[pane][4]
+        self.screen.set_focus(self.query_one(target) if target else None)
         self.refresh_bindings()
 
     @on(TabbedContent.TabActivated)
     def _focus_pane(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_main(event.pane.id)
-
-    def _focus_main(self, pane: str) -> None:
-        """Keyboard-only use: put the focus where the pane's keys work."""
-        target = MAIN_WIDGET.get(pane)
-        if target:
-            self.query_one(target).focus()
+        """A tab clicked with the mouse: focus the pane's main widget. Not for a pane already left again, nor when
+        the focus is in the pane already (a pane key put it there, and the user may have moved it since)."""
+        target = PANES[event.pane.id][4]
+        focused = self.focused
+        if (target and self.query_one(TabbedContent).active == event.pane.id
+                and not (focused is not None and event.pane in focused.ancestors)):
+            self.screen.set_focus(self.query_one(target))
 
     def action_help(self) -> None:
-        sections = {"Everywhere": list(self.BINDINGS)}
+        sections = {"Everywhere (letters type into text boxes: F-keys switch panes there)": list(self.BINDINGS)}
         for widget in (Leaderboard, Editor, Compare):
             sections[widget.__name__] = list(widget.BINDINGS)
         from screens.editor import StageView
@@ -479,7 +499,7 @@ class WorkbenchApp(App):
         self.query_one(Export).use_function(c.text)
         self.query_one(Compare).add_function(c.text)
         if c.text.startswith("profile:"):
-            self.distill_into_editor(c.text)
+            self.distill_into_editor(c.text, self.query_one(Editor).text)
             self.notify("selected a profile: on the dashboard, compare and export panes; the editor gets the "
                         "function closest to it")
         else:
@@ -487,15 +507,21 @@ class WorkbenchApp(App):
             self.notify(f"selected {c.text}: on the dashboard, in the editor, compare and export panes")
 
     @work(thread=True, group="distill", exclusive=True, exit_on_error=False)
-    def distill_into_editor(self, profile: str) -> None:
-        """The palette function closest to a profile, into the editor (to read and edit it as a function)."""
+    def distill_into_editor(self, profile: str, replacing: str) -> None:
+        """The palette function closest to a profile, into the editor (to read and edit it as a function), unless
+        the editor's text changed from `replacing` while it was computed."""
         try:
             function, rmse = self.api.distill(profile, self.params.sparsity, self.params.metric)
         except ValueError as exc:
             self.call_from_thread(self.notify, str(exc), title="distill", severity="error")
             return
-        self.call_from_thread(self.query_one(Editor).set_text, function)
-        self.call_from_thread(self.notify, f"distilled: {function} (rms {rmse:.3f} from the profile's block ratios)")
+        self.call_from_thread(self._distilled, function, rmse, replacing)
+
+    def _distilled(self, function: str, rmse: float, replacing: str) -> None:
+        for editor in self.query(Editor):
+            placed = editor.set_text(function, replacing)
+            where = "" if placed else " (the editor keeps what you typed meanwhile)"
+            self.notify(f"distilled: {function} (rms {rmse:.3f} from the profile's block ratios){where}")
 
     def _add_candidate(self, cand: ScoredCandidate) -> None:
         self.query_one(Leaderboard).add(cand)
