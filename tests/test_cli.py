@@ -116,6 +116,7 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch):
     assert code == 1 and err.count("\n") == 1 and "out of memory" in err
 
 
+@pytest.mark.slow
 def test_zero_shot_accuracy_in_eval_and_in_the_recipe_of_a_pruning(capsys, tmp_path, tiny_model_dir):
     """A local JSON-lines task through lm-eval; a task that cannot run is one line and the rest stand."""
     bad = tmp_path / "bad.jsonl"

@@ -94,11 +94,13 @@ def test_corrupt_run_folder_recipe_and_level_database(capsys, tmp_path, tiny_mod
 
 @pytest.mark.slow
 def test_a_damaged_conversion_cache_is_rebuilt_not_trusted(capsys, tmp_path, monkeypatch):
-    from engine.loading import load_model
+    from engine.loading import cache_dir, load_model
 
+    first = load_model(None, device="cpu")  # converted once into the user's cache (the other tests' copy)
+    converted = next(f for f in (cache_dir() / "models").iterdir() if f.name.startswith(default_gguf().stem + "-"))
+    folder = tmp_path / "cache" / "models" / converted.name
+    shutil.copytree(converted, folder)
     monkeypatch.setenv("DSA_WORKBENCH_CACHE", str(tmp_path / "cache"))
-    first = load_model(None, device="cpu")
-    folder = next((tmp_path / "cache" / "models").iterdir())
     shard = next(folder.glob("*.safetensors"))
     truncate(shard, -4096)
     messages = []

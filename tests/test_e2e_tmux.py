@@ -173,16 +173,11 @@ def test_structured_build_search_export_in_tmux(tmp_path):
     session = f"dsa-e2e-s-{tmp_path.name}"
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
 
-    def keys(*names: str) -> None:
-        """At a person's pace, one at a time: escape sequences (shift+tab) sent in one burst are misread."""
-        for name in names:
-            time.sleep(0.3)
-            tmux("send-keys", "-t", session, name)
+    def keys(*names: str) -> None:  # at full speed: one tmux command
+        tmux("send-keys", "-t", session, *names)
 
-    def fill(text: str) -> None:  # the focused text box
-        keys("C-u")
-        time.sleep(0.3)
-        tmux("send-keys", "-t", session, "-l", text)
+    def fill(text: str) -> None:  # the focused text box, emptied and typed into at full speed
+        tmux("send-keys", "-t", session, "C-u", ";", "send-keys", "-t", session, "-l", text)
 
     try:
         wait_for(session, "ready:", timeout=300)

@@ -6,7 +6,7 @@ import pytest
 
 from engine.search import events as ev
 from screens.settings import SearchParams
-from waiting import wait_for
+from waiting import scaled, wait_for
 from workbench.engine_api import EngineAPI
 
 
@@ -45,7 +45,7 @@ def test_search_and_export(api, tmp_path):
     seen = []
     params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
     controller = api.start_search(params, ["abs | mean | no_op"], seen.append, lambda message: None)
-    assert controller.join(60)
+    assert controller.join(scaled(60))
     assert isinstance(seen[-2], ev.SearchFinished) and seen[-1] == ev.StateChanged("finished", evaluated=2)
     assert seen[-2].held_out.keys() >= {"uniform", "owl", "first"}
     path = api.export("owl", 0.6, "wanda", str(tmp_path / "out"), "dense", "keep", False, lambda *a: None)
@@ -71,7 +71,7 @@ def test_real_engine_pause_then_step_and_step_then_stop(api, tmp_path):
         assert wait_for(lambda: states(seen)[-1] == "paused" and controller.evaluated == logged + 1), states(seen)
     controller.step()
     controller.stop()
-    assert controller.join(30)
+    assert controller.join(scaled(30))
     assert states(seen)[-3:] in (["stepping", "stopping", "stopped"], ["paused", "stopping", "stopped"])
     assert seen[-1].resumable and (tmp_path / "run" / "run.json").exists()
     with pytest.raises(ValueError, match="already holds a search"):
@@ -85,8 +85,8 @@ def test_real_engine_stop_while_preparing_writes_nothing(tiny_model_dir, tiny_da
     params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
     controller = api.start_search(params, [], seen.append, lambda message: None)
     controller.stop()
-    assert controller.join(30)
+    assert controller.join(scaled(30))
     assert states(seen) == ["preparing", "stopping", "stopped"] and not seen[-1].resumable
     assert not (tmp_path / "run").exists()
     controller = api.start_search(params, [], seen.append, lambda message: None)  # nothing blocks a new start
-    assert controller.join(60) and controller.state == "finished"
+    assert controller.join(scaled(60)) and controller.state == "finished"

@@ -24,7 +24,7 @@ from engine.search.core import MAX_ERRORS_IN_A_ROW, attempt
 from engine.search.search import Search, SearchSettings
 from engine.search.genome import crossover, mutate, random_function
 from engine.search.store import RunStore
-from waiting import wait_for
+from waiting import join_while_progressing, scaled, wait_for
 
 INVALID = "no_op | entropy | exp, exp, exp, exp, exp"  # exp^5 of a normalised entropy overflows
 
@@ -65,6 +65,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
+@pytest.mark.slow
 def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     store = RunStore(uninterrupted)
     log = store.candidates()
@@ -97,13 +98,14 @@ def interrupted(run, tiny_model_dir, sig: int, lines: int = 7) -> subprocess.Pop
     proc = subprocess.Popen(cli_search(run, tiny_model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env(), text=True)
     log = run / "candidates.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= lines):
         time.sleep(0.01)
     proc.send_signal(sig)
     return proc
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_population(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "killed"
     interrupted(run, tiny_model_dir, signal.SIGKILL).communicate()
@@ -122,6 +124,7 @@ KILL_AT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_AT)
 def test_a_kill_at_each_point_of_a_search_then_resume_gives_the_same_log(point, tmp_path, tiny_model_dir,
                                                                          uninterrupted):
@@ -153,10 +156,11 @@ def test_a_kill_at_each_point_of_a_search_then_resume_gives_the_same_log(point, 
     assert same_run(run, uninterrupted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_candidate_then_resume_finishes_the_same(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "interrupted"
     proc = interrupted(run, tiny_model_dir, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=scaled(60))
     assert proc.returncode == 130, err
     assert "--resume" in out
     state = json.loads((run / "state.json").read_text())
@@ -173,6 +177,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_cluster_of_two_workers_gives_the_single_device_run(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "cluster"
     subprocess.run(cli_search(run, tiny_model_dir, "--cluster", "local", "--workers", "2", "--tasks",
@@ -183,6 +188,7 @@ def test_a_cluster_of_two_workers_gives_the_single_device_run(tmp_path, tiny_mod
     assert accuracy(run) == accuracy(uninterrupted)  # the final zero-shot scores, on a Ray worker
 
 
+@pytest.mark.slow
 def test_the_profile_search_on_the_cluster_gives_the_single_device_run(tmp_path, tiny_model_dir):
     profile = ["--strategy", "evopress", "--stages", "64:2", "--generations", "3"]
     for run, extra in ((tmp_path / "one", []), (tmp_path / "two", ["--cluster", "local", "--workers", "2"])):
@@ -191,6 +197,7 @@ def test_the_profile_search_on_the_cluster_gives_the_single_device_run(tmp_path,
     assert all(c.text.startswith("profile:") for c in RunStore(tmp_path / "two").candidates())
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_scored_twice(ray_session, tmp_path, uninterrupted):
     from engine.search.start import search_controller, stored_settings
 
@@ -204,13 +211,15 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_scored_twice(ray_ses
 
     controller = search_controller(str(tmp_path / "run"), settings, cluster="local", workers=2, on_event=on_event)
     controller.start()
-    assert controller.join(300) and controller.state == "finished", seen[-1]
+    # a replacement worker loads the model before it joins: as long as the search goes on, however slowly
+    assert join_while_progressing(controller, seen) and controller.state == "finished", seen[-1]
     assert same_run(tmp_path / "run", uninterrupted)
     workers = [e for e in seen if isinstance(e, ev.WorkersChanged)]
     assert workers[0].total == 2 and workers[-1].failed == 1
     assert any(w.starting == 1 for w in workers)  # a replacement was started (it joins once it has loaded)
 
 
+@pytest.mark.slow
 def test_stop_during_parallel_evaluation_then_resume_on_one_device(ray_session, tmp_path, tiny_model_dir,
                                                                      uninterrupted):
     from engine.search.start import search_controller, stored_settings
@@ -222,12 +231,13 @@ def test_stop_during_parallel_evaluation_then_resume_on_one_device(ray_session, 
     assert wait_for(lambda: sum(isinstance(e, ev.CandidateScored) for e in seen) >= 3, timeout=300)
     t0 = time.monotonic()
     controller.stop()
-    assert controller.join(10) and time.monotonic() - t0 < 5
+    assert controller.join(scaled(10)) and time.monotonic() - t0 < scaled(5)
     assert controller.state == "stopped" and seen[-1].resumable
     subprocess.run(resume_command(tmp_path / "run"), check=True, capture_output=True, env=_env())
     assert same_run(tmp_path / "run", uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_single_device_run_resumed_on_the_cluster(tmp_path, tiny_model_dir, uninterrupted):
     run = tmp_path / "run"
     interrupted(run, tiny_model_dir, signal.SIGKILL).communicate()
@@ -245,6 +255,7 @@ def test_an_unreachable_cluster_is_one_line(capsys, tmp_path, tiny_model_dir):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_new_search_refuses_an_existing_run_and_foreign_folders(tmp_path, uninterrupted):
     with pytest.raises(WorkbenchError, match="--resume"):
         RunStore(uninterrupted).check_new()
@@ -329,8 +340,8 @@ def test_stop_during_a_candidate_responds_within_a_second(tmp_path):
     assert wait_for(lambda: evaluator.checks > 5)
     start = time.monotonic()
     ctl.stop()
-    assert ctl.join(1.0)
-    assert time.monotonic() - start < 1.0
+    assert ctl.join(scaled(1.0))
+    assert time.monotonic() - start < scaled(1.0)
     assert states(seen) == ["preparing", "running", "stopping", "stopped"]
     assert seen[-1].resumable and seen[-1].evaluated == 0
     assert RunStore(tmp_path / "run").candidates() == []  # the candidate in flight is not logged
@@ -339,9 +350,9 @@ def test_stop_during_a_candidate_responds_within_a_second(tmp_path):
 def test_stop_while_preparing_leaves_no_run_folder(tmp_path):
     ctl, _, seen = controller(tmp_path, prepare_seconds=30.0)
     ctl.start()
-    time.sleep(0.2)
+    assert wait_for(lambda: states(seen) == ["preparing"])
     ctl.stop(after_candidate=True)  # no candidate yet: stops at once
-    assert ctl.join(1.0)
+    assert ctl.join(scaled(1.0))
     assert states(seen) == ["preparing", "stopping", "stopped"]
     assert not seen[-1].resumable and not (tmp_path / "run").exists()
 
@@ -359,7 +370,7 @@ def test_pause_is_announced_once_the_search_has_paused_and_resume_once_it_works_
     assert wait_for(lambda: evaluator.checks > frozen + 5, timeout=1.0)
     assert states(seen)[-2:] == ["paused", "running"]
     ctl.stop()
-    assert ctl.join(1.0)
+    assert ctl.join(scaled(1.0))
 
 
 def test_pause_then_step_ends_paused_every_time(tmp_path):
@@ -377,7 +388,7 @@ def test_pause_then_step_ends_paused_every_time(tmp_path):
         assert wait_for(lambda: states(seen)[-1] == "paused"), states(seen)
         assert "stepping" in states(seen)[-2:]
     ctl.stop()
-    assert ctl.join(1.0)
+    assert ctl.join(scaled(1.0))
     assert states(seen)[-2:] == ["stopping", "stopped"]
 
 
@@ -388,7 +399,7 @@ def test_step_then_stop(tmp_path):
     ctl.step()  # while running: this candidate, then pause
     assert states(seen)[-1] == "stepping"
     ctl.stop()
-    assert ctl.join(1.0)
+    assert ctl.join(scaled(1.0))
     assert states(seen) == ["preparing", "running", "stepping", "stopping", "stopped"]
 
 
@@ -405,7 +416,7 @@ def test_step_runs_one_candidate_then_pauses(tmp_path):
     time.sleep(0.3)
     assert sum(isinstance(e, ev.CandidateScored) for e in seen) == before + 1
     ctl.resume()
-    assert ctl.join(5.0)
+    assert ctl.join(scaled(5.0))
     assert sum(isinstance(e, ev.CandidateScored) for e in seen) == 6
     assert isinstance(seen[-2], ev.SearchFinished) and states(seen)[-1] == "finished"
 
@@ -415,7 +426,7 @@ def test_stop_after_candidate_finishes_the_one_in_flight(tmp_path):
     ctl.start()
     assert wait_for(lambda: evaluator.checks > 2)
     ctl.stop(after_candidate=True)
-    assert ctl.join(2.0)
+    assert ctl.join(scaled(2.0))
     assert len(RunStore(tmp_path / "run").candidates()) == 1
     assert seen[-1].state == "stopped" and seen[-1].evaluated == 1
 
@@ -428,7 +439,7 @@ def test_a_broken_evaluator_ends_the_search_as_failed(tmp_path):
 
     evaluator.evaluate = broken
     ctl.start()
-    assert ctl.join(2.0)
+    assert ctl.join(scaled(2.0))
     assert isinstance(ctl.error, RuntimeError)
     assert seen[-1].state == "failed" and "device lost" in seen[-1].message and seen[-1].resumable
 
@@ -449,7 +460,7 @@ def test_every_failure_of_a_candidate_is_a_logged_rejection_and_the_search_goes_
 
     evaluator.evaluate = flaky
     ctl.start()
-    assert ctl.join(5.0) and ctl.state == "finished"
+    assert ctl.join(scaled(5.0)) and ctl.state == "finished"
     log = RunStore(tmp_path / "run").candidates()
     assert len(log) == 6
     assert log[1].reason.startswith("LinAlgError: linalg.svd") and log[2].reason == "fitness is nan"
@@ -460,7 +471,7 @@ def test_unexpected_errors_in_a_row_end_the_search_as_failed_with_the_checkpoint
     ctl, evaluator, seen = controller(tmp_path, seconds=0.0, population=12, generations=1)
     evaluator.evaluate = lambda texts, check, stage=0: [attempt(lambda: 1 / 0) for _ in texts]
     ctl.start()
-    assert ctl.join(5.0) and ctl.state == "failed"
+    assert ctl.join(scaled(5.0)) and ctl.state == "failed"
     assert f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed" in seen[-1].message and seen[-1].resumable
     log = RunStore(tmp_path / "run").candidates()
     assert len(log) == MAX_ERRORS_IN_A_ROW

@@ -194,6 +194,7 @@ def test_a_cheap_stage_scores_on_the_first_windows_of_the_fitness_split(tiny_ses
     assert cheap.fitness == pytest.approx(tiny_session.perplexity("fitness", tokens=64)) != whole.fitness
 
 
+@pytest.mark.slow
 def test_distilling_a_functions_own_ratios_finds_a_function_as_close(tiny_session):
     from engine.allocation.distill import distill
 
@@ -204,6 +205,7 @@ def test_distilling_a_functions_own_ratios_finds_a_function_as_close(tiny_sessio
     assert tiny_session.allocate(found.function, 0.6).block_ratios == pytest.approx(found.ratios)
 
 
+@pytest.mark.slow
 def test_distill_and_transfer_commands(capsys, tiny_model_dir):
     tiny = ["--model", str(tiny_model_dir), "--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256",
             "--device", "cpu", "--json", "--quiet"]

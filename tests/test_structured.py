@@ -22,6 +22,7 @@ from engine.structured.database import build_database, estimate_bytes
 from engine.structured.finetune import finetune
 from engine.structured.run import RunSource, StructuredRun, Workspace, build_run_database
 from engine.structured.structure import Shapes, Structure, mutate, uniform
+from waiting import scaled
 from workbench.cli import main
 
 TINY = ["--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256", "--device", "cpu"]
@@ -193,6 +194,7 @@ def searched(built, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_search_log_keeps_budgets_stages_and_no_duplicates(searched, built):
     _, db, _ = built
     log = StructuredRun(searched).store.candidates()
@@ -213,13 +215,14 @@ def test_search_log_keeps_budgets_stages_and_no_duplicates(searched, built):
     assert (searched / "best.txt").read_text().strip() == state["best"]["text"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_search(built, searched, tmp_path):
     _, _, folder = built
     run = tmp_path / "killed"
     shutil.copytree(folder, run)
     proc = subprocess.Popen(cli_search(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     log = run / "candidates.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 6):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -233,6 +236,7 @@ def test_kill_9_then_resume_gives_the_same_search(built, searched, tmp_path):
     assert json.loads((run / "final.json").read_text()) == json.loads((searched / "final.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_cluster_of_two_workers_gives_the_single_device_search(built, tmp_path):
     """CPU workers compute with the one core Ray gives each: the single-device run they equal uses one
     thread too (float reductions depend on how many threads split them)."""
@@ -277,10 +281,10 @@ def test_stop_during_a_fine_tune_responds_within_a_second(built, tmp_path):
     controller = SearchController(lambda control: StructuredSearch(settings, db.shapes, store, Scorer()), store,
                                   lambda e: None)
     controller.start()
-    assert in_finetune.wait(60)
+    assert in_finetune.wait(scaled(60))
     t0 = time.monotonic()
     controller.stop()
-    assert controller.join(5) and time.monotonic() - t0 < 1.0
+    assert controller.join(scaled(5)) and time.monotonic() - t0 < scaled(1.0)
     assert controller.state == "stopped" and controller.result is None and not store.candidates()
 
 

@@ -16,6 +16,7 @@ from screens.leaderboard import Leaderboard
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
 from screens.structured import Structured
+from waiting import scaled
 from workbench.app import AppConfig, make_app
 
 SIZE = (120, 40)
@@ -26,7 +27,7 @@ def app_with(api=None, **config):
 
 
 async def wait_until(pilot, predicate, timeout=5.0):
-    end = time.monotonic() + timeout
+    end = time.monotonic() + scaled(timeout)
     while time.monotonic() < end:
         if predicate():
             return True

@@ -13,6 +13,7 @@ from textual import events
 from fake_engine import FakeAPI
 from screens.editor import Editor
 from screens.messages import CandidateSelected, ScoredCandidate
+from waiting import scaled
 from workbench.app import AppConfig, make_app
 
 SIZE = (120, 40)
@@ -38,7 +39,7 @@ async def ready(pilot, app) -> None:
 
 
 async def settled(pilot, app, predicate, timeout: float = 10.0) -> bool:
-    for _ in range(int(timeout / 0.02)):
+    for _ in range(int(scaled(timeout) / 0.02)):
         if predicate():
             return True
         await pilot.pause(0.02)

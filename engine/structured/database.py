@@ -100,27 +100,29 @@ def obs_levels(weight: torch.Tensor, hessian: torch.Tensor, group: int, keep_cou
     w[:, dead] = 0
     h += DAMPING * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     h_inv = torch.cholesky_inverse(torch.linalg.cholesky(h))
-    columns = torch.arange(w.shape[1], device=w.device).view(-1, group)  # [units, group]
-    alive = torch.arange(columns.shape[0], device=w.device)
+    alive = torch.arange(w.shape[1] // group, device=w.device)
     out = []
     for count in keep_counts:
-        while len(alive) > count:
-            cols = columns[alive]
-            blocks = h_inv[cols[:, :, None], cols[:, None, :]]  # [alive, group, group]
-            ws = w[:, cols]  # [out, alive, group]
-            errors = torch.einsum("oag,agh,oah->a", ws, torch.linalg.inv(blocks), ws)
-            n = min(step, len(alive) - count)
+        # From here on only the alive units' columns are read: w and h_inv shrink to them (a removed column's
+        # row and column of h_inv are zero after its update), so every step costs less than the one before.
+        columns = torch.arange(w.shape[1], device=w.device).view(-1, group)  # [alive units, group]
+        live = torch.ones(len(alive), dtype=torch.bool, device=w.device)
+        while int(live.sum()) > count:
+            cols = columns[live]
+            blocks = h_inv[cols[:, :, None], cols[:, None, :]]  # [live, group, group]
+            ws = w[:, cols].transpose(0, 1)  # [live, out, group]
+            errors = ((ws @ torch.linalg.inv(blocks)) * ws).sum((1, 2))
+            n = min(step, len(cols) - count)
             picked = torch.topk(errors, n, largest=False).indices
             s = cols[picked].flatten()
             inv_ss = torch.linalg.inv(h_inv[s][:, s])
             w -= (w[:, s] @ inv_ss) @ h_inv[s, :]
             h_inv -= h_inv[:, s] @ inv_ss @ h_inv[s, :]
             w[:, s] = 0
-            keep = torch.ones(len(alive), dtype=torch.bool, device=w.device)
-            keep[picked] = False
-            alive = alive[keep]
-        kept = alive.sort().values
-        out.append((kept.cpu().clone(), w[:, columns[kept].flatten()].to(weight.dtype).cpu().contiguous()))
+            live[live.nonzero().flatten()[picked]] = False
+        alive, kept = alive[live], columns[live].flatten()
+        w, h_inv = w[:, kept], h_inv[kept][:, kept]
+        out.append((alive.cpu().clone(), w.to(weight.dtype).cpu().contiguous()))
     return out
 
 
