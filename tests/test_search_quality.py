@@ -205,13 +205,19 @@ def test_distilling_a_functions_own_ratios_finds_a_function_as_close(tiny_sessio
     assert tiny_session.allocate(found.function, 0.6).block_ratios == pytest.approx(found.ratios)
 
 
+TINY = ["--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256", "--device", "cpu", "--json", "--quiet"]
+
+
 @pytest.mark.slow
-def test_distill_and_transfer_commands(capsys, tiny_model_dir):
-    tiny = ["--model", str(tiny_model_dir), "--seqlen", "64", "--calib-tokens", "512", "--eval-tokens", "256",
-            "--device", "cpu", "--json", "--quiet"]
-    code = main(["distill", "--profile", "profile:0.4,0.7,0.7", "--sparsity", "0.6", *tiny])
+def test_distill_command(capsys, tiny_model_dir):
+    code = main(["distill", "--profile", "profile:0.4,0.7,0.7", "--sparsity", "0.6", "--model", str(tiny_model_dir),
+                 *TINY])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["rmse"] < 0.1 and set(out["held_out_perplexity"]) == {"uniform", "profile", "function"}
+
+
+def test_transfer_command_and_a_bad_profile(capsys, tiny_model_dir):
+    tiny = ["--model", str(tiny_model_dir), *TINY]
     code = main(["transfer", "--method", "profile:0.4,0.7,0.7", "--sparsities", "0.5,0.6", "--metrics", "wanda",
                  *tiny])
     out = json.loads(capsys.readouterr().out)
@@ -219,6 +225,19 @@ def test_distill_and_transfer_commands(capsys, tiny_model_dir):
     assert all(set(r["perplexity"]) == {"uniform", "profile:0.4,0.7,0.7"} for r in out["rows"])
     code = main(["distill", "--profile", "profile:0.4,x", *tiny])
     assert code == 2 and "profile" in capsys.readouterr().err
+
+
+def test_a_small_distill_search_finds_the_function_it_was_given(tiny_session, monkeypatch):
+    """The whole distill path with a search cut down to single-op chains (the full search is in the slow tier)."""
+    from engine.allocation import distill as module
+
+    monkeypatch.setattr(module, "PAIRS", 0)
+    monkeypatch.setattr(module, "FINALISTS", 5)
+    inputs = tiny_session.allocation_inputs("wanda")
+    goal = tiny_session.allocate("abslog | mean | no_op | lam=0.2", 0.6).block_ratios
+    found = module.distill(list(goal), inputs, 0.6)
+    assert found.rmse < 0.01
+    assert tiny_session.allocate(found.function, 0.6).block_ratios == pytest.approx(found.ratios)
 
 
 def test_a_checkpoint_from_before_stages_resumes(tmp_path):

@@ -25,10 +25,10 @@ from screens.editor import Editor
 from screens.export import Export
 from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
-from screens.panes import Panes
 from screens.messages import (AllocationView, CandidateSelected, CompareDone, CompareProgressed, CompareRequested,
                               EvaluateRequested, ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
                               ScoredCandidate, SeedRequested, StructuredExportRequested, StructuredStartRequested)
+from screens.panes import Panes
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
 from screens.structured import Levels, Structured, StructuredParams
@@ -213,7 +213,8 @@ class WorkbenchApp(App):
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if binding.action not in ("quit", "focus_next", "focus_previous") and self.allowed(binding.action.split("(")[0]):
+            name = binding.action.split("(")[0]
+            if name not in ("quit", "focus_next", "focus_previous") and self.allowed(name):
                 yield SystemCommand(binding.description, binding.tooltip,
                                     lambda a=binding.action: self.run_action(a))
 
