@@ -27,6 +27,12 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
+def start(session: str, width: int, height: int, command: str) -> None:
+    """`command` in a new detached tmux session of that size. A tmux server started without a terminal (as from
+    pytest) puts COLUMNS=80 and LINES=24 in its environment, which would override the pane's real size."""
+    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), f"unset COLUMNS LINES; {command}")
+
+
 def screen(session: str) -> str:
     return tmux("capture-pane", "-p", "-t", session)
 
@@ -71,7 +77,7 @@ def test_pause_step_cycles_stop_quit_in_tmux_beside_a_busy_cpu(tmp_path):
                f"--eval-tokens 512 --device cpu; echo $? > {exit_file}")
     session = f"dsa-e2e-{tmp_path.name}"
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    start(session, 120, 40, command)
     try:
         wait_for(session, "ready:", timeout=300)
         tmux("send-keys", "-t", session, "s")
@@ -114,7 +120,7 @@ def test_keys_typed_at_full_speed_after_a_stop_land_in_order_beside_two_busy_cpu
                f"--eval-tokens 256 --device cpu; echo $? > {exit_file}")
     session = f"dsa-e2e-typed-{tmp_path.name}"
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    start(session, 120, 40, command)
     try:
         wait_for(session, "ready:", timeout=300)
         tmux("send-keys", "-t", session, "s")
@@ -151,7 +157,7 @@ def test_first_minutes_in_a_small_plain_terminal(tmp_path):
     command = (f"NO_COLOR=1 {workbench_command()} tui --seqlen 256 --calib-tokens 4096 --eval-tokens 512 "
                f"--device cpu; echo $? > {exit_file}")
     session = f"dsa-e2e-small-{tmp_path.name}"
-    tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
+    start(session, 80, 24, command)
     try:
         progress = wait_for(session, "tokens)", timeout=300)
         assert "calibration" in progress and "of 4,096 tokens" in progress
@@ -171,7 +177,7 @@ def test_structured_build_search_export_in_tmux(tmp_path):
     command = (f"{workbench_command()} tui --seqlen 256 --calib-tokens 1024 --eval-tokens 512 --device cpu; "
                f"echo $? > {exit_file}")
     session = f"dsa-e2e-s-{tmp_path.name}"
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    start(session, 120, 40, command)
 
     def keys(*names: str) -> None:  # at full speed: one tmux command
         tmux("send-keys", "-t", session, *names)
