@@ -68,6 +68,16 @@ def log_lines(run: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+def start_search_until_a_candidate_is_logged(session: str, run: Path) -> None:
+    """Once the app is ready: s, then wait until the search runs and has logged its first candidate."""
+    wait_for(session, "ready:", timeout=300)
+    tmux("send-keys", "-t", session, "s")
+    wait_for(session, "search: running", timeout=120)
+    end = time.monotonic() + scaled(120)
+    while log_lines(run) < 1 and time.monotonic() < end:
+        time.sleep(0.1)
+
+
 def test_pause_step_cycles_stop_quit_in_tmux_beside_a_busy_cpu(tmp_path):
     """The reported lock-up: p during a candidate, then n, on a busy machine. Every cycle must end in
     "search: paused" with Resume offered; then t stops and ctrl+q exits 0."""
@@ -79,12 +89,7 @@ def test_pause_step_cycles_stop_quit_in_tmux_beside_a_busy_cpu(tmp_path):
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     start(session, 120, 40, command)
     try:
-        wait_for(session, "ready:", timeout=300)
-        tmux("send-keys", "-t", session, "s")
-        wait_for(session, "search: running", timeout=120)
-        end = time.monotonic() + scaled(120)
-        while log_lines(run) < 1 and time.monotonic() < end:
-            time.sleep(0.25)
+        start_search_until_a_candidate_is_logged(session, run)
         for cycle in range(3):
             tmux("send-keys", "-t", session, "p")
             paused = wait_for(session, "search: paused", timeout=30)
@@ -122,12 +127,7 @@ def test_keys_typed_at_full_speed_after_a_stop_land_in_order_beside_two_busy_cpu
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     start(session, 120, 40, command)
     try:
-        wait_for(session, "ready:", timeout=300)
-        tmux("send-keys", "-t", session, "s")
-        wait_for(session, "search: running", timeout=120)
-        end = time.monotonic() + scaled(120)
-        while log_lines(run) < 1 and time.monotonic() < end:
-            time.sleep(0.1)
+        start_search_until_a_candidate_is_logged(session, run)
         tmux("send-keys", "-t", session, "t")
         wait_for(session, "search: stopped", timeout=60)
         # one tmux command per burst: the keys reach the terminal back to back
