@@ -44,7 +44,9 @@ def connect(address: str, workers: int | None, cpus_per_worker: int | None = Non
         if not ray.is_initialized():
             quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
             if address == "local":
-                ray.init(include_dashboard=False, **quiet,
+                # the workers are the search's work: at Ray's default niceness (15) any other busy process on
+                # the box starves them (beside two busy CPUs they ran at 3% of a core)
+                ray.init(include_dashboard=False, _system_config={"worker_niceness": 0}, **quiet,
                          **({"num_cpus": workers * (cpus_per_worker or 1)} if workers else {}))
             else:
                 ray.init(address=address, **quiet)
