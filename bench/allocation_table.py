@@ -4,6 +4,7 @@ with dense and block-sequential calibration side by side.
     python bench/allocation_table.py                       # Wanda at 50/60/70%, magnitude(-row), SparseGPT at 60%
     python bench/allocation_table.py --calibrations dense  # without the block-sequential rows
     python bench/allocation_table.py --eval-tokens 16384   # more tokens, slower
+    python bench/allocation_table.py --methods atp dlp     # only these columns, merged into the stored table
 
 Prints one markdown table per metric (rows: sparsity and calibration; columns: every method of
 engine.choices.METHODS, then the published DSA function under the reference code's NaN policy) and the token
@@ -45,7 +46,10 @@ def main() -> None:
                    help="metrics run at --other-sparsity only")
     p.add_argument("--other-sparsity", type=float, default=0.6)
     p.add_argument("--calibrations", nargs="+", default=["dense", "sequential"])
+    p.add_argument("--methods", nargs="+", choices=COLUMNS, metavar="METHOD",
+                   help="run only these columns and replace them in the stored results (same settings)")
     args = p.parse_args()
+    columns = tuple(args.methods or COLUMNS)
 
     start = time.time()
     data = DataConfig(calib_tokens=args.calib_tokens, eval_tokens=args.eval_tokens, seqlen=args.seqlen)
@@ -60,9 +64,17 @@ def main() -> None:
             for mode in args.calibrations if mode == "dense" or not metric.startswith("magnitude")]
     results: dict = {"dense": dense, "tokens": {"calibration": data.calib_tokens, "evaluation": data.eval_tokens},
                      "runs": []}
-    rejected: dict[str, str] = {}
+    stored = RESULTS / "allocation_table.json"
+    if args.methods:  # the other columns as stored: the same model, data and pruning give the same numbers
+        before = json.loads(stored.read_text())
+        if before["tokens"] != results["tokens"] or abs(before["dense"] - dense) > 1e-6:
+            sys.exit(f"{stored} was measured with other tokens or another model: run every column")
+        results["runs"] = [r for r in before["runs"] if r["method"] not in columns]
+        results["seconds_of_other_columns"] = before["seconds"]
+    rejected: dict[str, str] = {f"{r['metric']} {r['sparsity']:.0%} {r['method']}": r["rejected"]
+                                for r in results["runs"] if r.get("rejected")}
     for metric, sparsity, mode in runs:
-        for method in COLUMNS:
+        for method in columns:
             t0 = time.time()
             row = {"metric": metric, "sparsity": sparsity, "calibration": mode, "method": method}
             try:
@@ -85,7 +97,7 @@ def main() -> None:
     print(f"\ntotal {results['seconds'] / 60:.1f} min on {loaded.device} "
           f"({data.calib_tokens} calibration / {data.eval_tokens} held-out tokens)")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "allocation_table.json").write_text(json.dumps(results, indent=2) + "\n")
+    stored.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def render(results: dict, rejected: dict[str, str]) -> str:
@@ -95,7 +107,7 @@ def render(results: dict, rejected: dict[str, str]) -> str:
         lines.append(f"{metric} (held-out perplexity; dense {results['dense']:.2f})")
         lines.append("| sparsity | calibration | " + " | ".join(LABELS[m] for m in COLUMNS) + " |")
         lines.append("|---" * (len(COLUMNS) + 2) + "|")
-        for s, mode in dict.fromkeys((r["sparsity"], r["calibration"]) for r in rows):
+        for s, mode in sorted(dict.fromkeys((r["sparsity"], r["calibration"]) for r in rows)):
             cells = {r["method"]: r for r in rows if (r["sparsity"], r["calibration"]) == (s, mode)}
             lines.append(f"| {s:.0%} | {mode} | " + " | ".join(_cell(cells[m]) for m in COLUMNS) + " |")
         lines.append("")

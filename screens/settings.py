@@ -1,5 +1,5 @@
-"""Search settings: target sparsity, metric, fitness, strategy, population, generations, selection stages,
-run folder, cluster; the zero-shot tasks of the compare pane."""
+"""Search settings: target sparsity, metric, fitness, strategy, profile granularity, population, generations,
+selection stages, run folder, cluster; the zero-shot tasks of the compare pane."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Select, Static
 
-from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_RUN,
-                            DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY, FITNESS, FITNESS_LABELS, METRICS,
-                            STRATEGIES)
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_METRIC,
+                            DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY,
+                            FITNESS, FITNESS_LABELS, GRANULARITIES, GRANULARITY_LABELS, METRICS, STRATEGIES)
 from engine.zeroshot import parse_tasks
 from screens.text_box import TextBox
 
@@ -24,6 +24,7 @@ class SearchParams:
     metric: str = DEFAULT_METRIC
     fitness: str = DEFAULT_FITNESS
     strategy: str = DEFAULT_STRATEGY
+    granularity: str = DEFAULT_GRANULARITY  # evopress and hybrid profiles: block, group or linear
     population: int = DEFAULT_POPULATION
     generations: int = DEFAULT_GENERATIONS
     stages: str = DEFAULT_SEARCH_STAGES  # TOKENS:KEEP,... before the whole fitness split
@@ -57,6 +58,9 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                              id="fitness")
                 yield Label("strategy")
                 yield Select([(s, s) for s in STRATEGIES], value=p.strategy, allow_blank=False, id="strategy")
+                yield Label("profile granularity")
+                yield Select([(GRANULARITY_LABELS[g], g) for g in GRANULARITIES], value=p.granularity,
+                             allow_blank=False, id="granularity")
                 yield Label("population")
                 yield TextBox(str(p.population), id="population")
                 yield Label("generations")
@@ -102,6 +106,6 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 "need 0 < sparsity < 1, population >= 2, generations >= 1 and a run folder")
             return
         self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
-                             strategy=value("strategy"), population=population, generations=generations,
+                             strategy=value("strategy"), granularity=value("granularity"), population=population, generations=generations,
                              stages=value("stages").strip(), run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
                              workers=max(0, workers), tasks=",".join(parse_tasks(value("tasks"))), limit=max(0, limit)))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from engine.allocation import AllocationFunction
+from engine.allocation.profiles import profile_text
 from engine.allocation.samples import BlockSample
 from engine.errors import WorkbenchError
 from engine.search.controller import SearchController
@@ -59,8 +60,14 @@ class SlowScores:
     def ratios(self, texts):
         return [self.block_ratios(t) for t in texts]
 
-    def block_params(self):
+    def unit_params(self, granularity):
         return [10_000] * N_BLOCKS
+
+    def profiles(self, texts, granularity):
+        return [profile_text(self.block_ratios(t)) for t in texts]
+
+    def distilled(self, methods):
+        return []  # no simple allocation to start from: the first population is random, as before
 
     def evaluate(self, texts, check, stage=0):
         def score(text):
@@ -89,6 +96,10 @@ class StructuredScores:
         return {"uniform": 90.0, "searched": 80.0}
 
 
+# per linear of every block: block, group (0 attention, 1 MLP), size (576 hidden, 3 of 9 heads for k and v, 1536 MLP)
+LAYOUT = tuple((b, g, size) for b in range(N_BLOCKS) for g, size in
+               ((0, 576 * 576), (0, 192 * 576), (0, 192 * 576), (0, 576 * 576), (1, 1536 * 576), (1, 1536 * 576),
+                (1, 576 * 1536)))
 SHAPES = Shapes(layers=N_BLOCKS, hidden=576, heads=9, kv_heads=3, head_dim=64, intermediate=1536, mlp_levels=10)
 
 
@@ -108,7 +119,7 @@ class FakeAPI(EngineAPI):
         status("loading fake model")
         if self.load_error:
             raise ValueError(self.load_error)
-        return ModelInfo("fake-llama", "cpu", "float32", N_BLOCKS)
+        return ModelInfo("fake-llama", "cpu", "float32", N_BLOCKS, LAYOUT)
 
     def allocation(self, method, sparsity, metric):
         self.calls.append(("allocation", method, sparsity, metric))

@@ -88,6 +88,7 @@ def test_parse_print_round_trip_for_every_op(stage, table):
     "no_op | median | no_op | dir=-",
     "softmax | logdet | no_op | lam=0.05 | dir=-",
     "abslog | var | atan, asin | nan=reference",
+    "abs | mean | no_op | dir=- | groups",
 ])
 def test_canonical_texts_print_back_identically(text):
     assert str(AllocationFunction.parse(text)) == text
@@ -118,6 +119,9 @@ def test_published_function_and_reference_code_form():
     ("abslog | var | atan | nan=zero", "nan"),
     ("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(x)", None),
     ("abslog | var | frobnicate", "frobnicate"),
+    ("abslog | var | atan | groups=1", "groups"),
+    ("abslog | var | atan | groups | groups", "groups"),
+    ("abslog | var | atan | nan=reference | groups", "groups"),
 ])
 def test_invalid_expressions_raise_with_the_op(text, op):
     with pytest.raises(InvalidFunctionError) as err:
@@ -172,3 +176,32 @@ def test_equal_values_give_uniform_ratios():
 def test_impossible_targets_are_errors(target):
     with pytest.raises(WorkbenchError):
         spread_ratios([1.0, 2.0], [1, 1], target, 0.08, 1)
+
+
+def test_a_groups_function_gives_each_blocks_attention_and_mlp_their_own_sparsity(tiny_session):
+    from engine.allocation.units import unit_params
+
+    allocation = tiny_session.allocate("abs | mean | no_op | lam=0.2 | groups", 0.7)
+    ratios = allocation.unit_ratios
+    weights = unit_params(tiny_session.blocks, "group")
+    assert len(ratios) == 6 and sum(r * w for r, w in zip(ratios, weights)) / sum(weights) == pytest.approx(0.7)
+    assert max(ratios) - min(ratios) > 0.1 and ratios[0] != ratios[1]
+    inputs = tiny_session.allocation_inputs("wanda")
+    means = [float(s.matrix.abs().mean()) for s in inputs.group_samples]  # higher mean score -> sparser
+    assert sorted(range(6), key=means.__getitem__) == sorted(range(6), key=ratios.__getitem__)
+    assert allocation.linear_ratios["model.layers.0.self_attn.k_proj"] == ratios[0]
+    assert allocation.linear_ratios["model.layers.0.mlp.up_proj"] == ratios[1]
+
+
+def test_mutation_and_crossover_reach_and_keep_the_groups_flag():
+    import random
+
+    from engine.search.genome import crossover, mutate, random_function
+
+    rng = random.Random(0)
+    functions = [random_function(rng) for _ in range(40)]
+    assert {f.groups for f in functions} == {True, False}
+    f = AllocationFunction.parse("abs | mean | no_op")
+    assert any(mutate(f, rng).groups for _ in range(60))
+    g = AllocationFunction.parse("abs | mean | no_op | groups")
+    assert {crossover(f, g, rng).groups for _ in range(40)} == {True, False}

@@ -45,7 +45,7 @@ def test_owl_gives_lower_sparsity_to_blocks_with_more_outliers():
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "dsa"] + VALID_FUNCTIONS)
 def test_weighted_mean_equals_target(tiny_session, method, target):
     if method == "ends" and target == 0.9:  # of 3 blocks, 2 below 0.9 leave the third above 0.99
-        with pytest.raises(WorkbenchError, match="no level below the target 0.9 keeps the mean"):
+        with pytest.raises(WorkbenchError, match="no value of its grid keeps the mean at the target 0.9"):
             tiny_session.allocate(method, target, "wanda")
         return
     allocation = tiny_session.allocate(method, target, "wanda")
@@ -128,6 +128,51 @@ def test_alpha_allocation_records_its_eps_and_gives_lower_sparsity_to_lower_alph
     assert max(ratios) - min(ratios) <= 2 * 0.2 * 0.7 / 0.8 + 1e-9
 
 
+def test_atp_is_an_arithmetic_progression_about_the_target_and_refuses_an_illegal_beta():
+    """ATP's reference (main.py): s_i = S - beta (L - 1) / 2 + i beta; beta above min(2S, 2(1 - S)) / (L - 1)
+    is illegal; search.sh tries 0.002, 0.004, ... up to that bound."""
+    from engine.allocation.profiles import block_form_ratios, tuning_grid
+
+    assert block_form_ratios("atp:0.05", [1] * 5, 0.6) == pytest.approx([0.5, 0.55, 0.6, 0.65, 0.7])
+    assert block_form_ratios("atp:0", [1] * 5, 0.6) == pytest.approx([0.6] * 5)
+    with pytest.raises(WorkbenchError, match=r"beta above 0.1500 .*S 0.7, L 5 blocks"):
+        block_form_ratios("atp:0.16", [1] * 5, 0.7)
+    grid = tuning_grid("atp", 0.7, 32)  # LLaMA-2-7B at 70%: 0.6 / 31 = 0.01935 -> 9 betas
+    assert grid == [f"atp:{0.002 * k:g}" for k in range(1, 10)]
+    assert tuning_grid("atp", 0.5, 5) == [f"atp:{0.002 * k:g}" for k in range(7, 126, 7)]  # 125 betas: every 7th
+
+
+def test_atp_picks_beta_on_the_fitness_split_and_records_the_betas_tried(tiny_session):
+    from engine.allocation.profiles import tuning_grid
+
+    allocation = tiny_session.allocate("atp", 0.9)
+    tried = allocation.parameters["tried"]
+    assert len(tried) == len(tuning_grid("atp", 0.9, 3)) == 16  # every 3rd of 50, up to min(1.8, 0.2) / 2 = 0.1
+    assert allocation.method == f"atp:{min(tried, key=tried.get)}"
+    assert allocation.parameters["beta"] == float(min(tried, key=tried.get))
+    ratios = allocation.block_ratios
+    assert ratios[1] - ratios[0] == pytest.approx(ratios[2] - ratios[1]) and ratios[0] <= ratios[2]
+
+
+def test_dlp_follows_its_reference_formula_on_block_mean_scores():
+    """DLP's reference (lib/prune.py get_dlp_ratios): the layer score is the mean Wanda score of all its
+    linears; density = (1 - S) + d - mean(d), d = minmax(1 - score / sum(score)) * 2 alpha."""
+    inputs = hand_made_blocks([40, 10, 0, 25])
+    scores = [(1000 - c + 100 * c) / 1000 for c in (40, 10, 0, 25)]  # mean score of each block
+    assert inputs.mean_scores == pytest.approx(scores)
+    r = [1 - s / sum(scores) for s in scores]
+    d = [(x - min(r)) / (max(r) - min(r)) * 2 * 0.15 for x in r]
+    reference = [1 - ((1 - 0.7) + x - sum(d) / len(d)) for x in d]
+    allocation = compute_allocation("dlp", 0.7, inputs)
+    assert allocation.block_ratios == pytest.approx(reference, abs=1e-12)
+    assert allocation.parameters["alpha"] == 0.15 and allocation.block_values == pytest.approx(scores)
+
+
+def test_dlp_reads_wanda_scores_whatever_the_metric(tiny_session):
+    assert tiny_session.allocate("dlp", 0.7, "magnitude").block_ratios == \
+        tiny_session.allocate("dlp", 0.7, "wanda").block_ratios
+
+
 def test_method_names_aliases_and_function_texts_are_canonicalised(tiny_session):
     from engine.allocation import canonical_method
     from engine.errors import InvalidFunctionError
@@ -154,3 +199,29 @@ def test_reference_nan_policy_reads_whole_blocks_as_the_reference_code(tiny_sess
         assert value == pytest.approx(whole.var(correction=0).item(), rel=1e-9)
     assert allocation.parameters == {"replaced_blocks": []}
     assert not math.isnan(sum(tiny_session.allocate(with_nan_policy("dsa", "reference"), 0.6).block_ratios))
+
+
+@pytest.mark.parametrize("granularity", ["group", "linear"])
+def test_a_profile_finer_than_blocks_prunes_each_unit_at_its_own_sparsity(tiny_session, granularity):
+    from engine.allocation.profiles import profile_text
+    from engine.allocation.units import unit_linears, unit_params
+
+    units = unit_linears(tiny_session.blocks, granularity)
+    values = [0.5 + 0.4 * i / (len(units) - 1) for i in range(len(units))]
+    allocation = tiny_session.allocate(profile_text(values), 0.7)
+    weights = unit_params(tiny_session.blocks, granularity)
+    assert sum(r * w for r, w in zip(allocation.unit_ratios, weights)) / sum(weights) == pytest.approx(0.7, abs=1e-9)
+    shift = allocation.unit_ratios[0] - values[0]  # one shift moves the profile to the target
+    assert allocation.unit_ratios == pytest.approx([v + shift for v in values])
+    for unit, ratio in zip(units, allocation.unit_ratios):
+        assert all(allocation.linear_ratios[n] == ratio for n in unit)
+    assert allocation.candidate_ratios == allocation.unit_ratios and len(allocation.block_ratios) == 3
+    if granularity == "group":
+        assert [n.rsplit(".", 2)[-2] for n in units[0]] == ["self_attn"] * 4
+        assert [n.rsplit(".", 2)[-2] for n in units[1]] == ["mlp"] * 3
+
+
+def test_a_profile_of_a_length_no_granularity_has_is_refused_in_one_line(tiny_session):
+    with pytest.raises(WorkbenchError, match=r"4 sparsities but the model has 3 blocks \(.* 6 for attention and MLP "
+                                             r"apart, or 21 for every linear\)"):
+        tiny_session.allocate("profile:0.7,0.7,0.7,0.7", 0.7)

@@ -77,8 +77,8 @@ def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     best = min((c for c in log if c.scored), key=lambda c: c.fitness)
     assert (uninterrupted / "best.txt").read_text().strip() == best.text
     final = json.loads((uninterrupted / "final.json").read_text())
-    assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl", "first"}
-    assert set(final["zero_shot"]) == {best.text, "uniform", "owl", "first"}
+    assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl", "atp", "dlp", "first"}
+    assert set(final["zero_shot"]) == {best.text, "uniform", "owl", "atp", "dlp", "first"}
     assert all(s["six_facts"]["samples"] == 2 and s["six_facts"]["error"] is None for s in final["zero_shot"].values())
     assert len({c.text for c in log}) == len(log)  # no duplicate candidates
 
@@ -299,6 +299,9 @@ class SlowEvaluator:
 
     def ratios(self, texts):
         return [(zlib.crc32(t.encode()) % 1000 / 1000,) for t in texts]
+
+    def distilled(self, methods):
+        return []
 
     def evaluate(self, texts, check, stage=0):
         def score(text):

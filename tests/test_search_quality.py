@@ -10,12 +10,12 @@ import zlib
 import pytest
 
 from engine.allocation.mapping import rebalance
-from engine.allocation.profiles import block_form_ratios, profile_text, protect_levels
+from engine.allocation.profiles import block_form_ratios, is_block_form, parse_block_form, profile_text, protect_levels
 from engine.errors import InvalidFunctionError, WorkbenchError
 from engine.search import events as ev
 from engine.search.control import Control, SearchStopped
 from engine.search.core import attempt
-from engine.search.levels import mutate_profile, start_profiles
+from engine.search.levels import mutate_profile, start_methods
 from engine.search.search import Search, SearchSettings, parse_search_stages
 from engine.search.store import RunStore
 from workbench.cli import main
@@ -52,17 +52,20 @@ def test_a_profile_moves_to_another_target_by_one_shift():
         block_form_ratios("profile:0.7,0.7", WEIGHTS, 0.7)
 
 
-def test_level_switches_keep_the_weighted_mean_exactly_and_stay_on_the_grid():
+def test_level_switches_move_equal_numbers_of_weights_keep_the_mean_and_stay_on_each_units_grid():
     rng = random.Random(0)
-    weights = [1000] * 8 + [500] * 2  # two sizes: switches only within a size
+    weights = [1000] * 8 + [500] * 2  # units of two sizes: a 1000-unit moves 0.01 where a 500-unit moves 0.02
+    steps = [0.01] * 8 + [0.02] * 2
     text = profile_text(rebalance([0.7] * 10, weights, 0.7))
+    moved = set()
     for _ in range(200):
         text = mutate_profile(text, weights, 0.02, rng)
         values = [float(v) for v in text.split(":")[1].split(",")]
         assert weighted_mean(values, weights) == pytest.approx(0.7, abs=1e-9)
-        assert all(abs((v - 0.7) / 0.02 - round((v - 0.7) / 0.02)) < 1e-6 for v in values)
+        assert all(abs((v - 0.7) / st - round((v - 0.7) / st)) < 1e-6 for v, st in zip(values, steps))
         assert all(0.01 <= v <= 0.99 for v in values)
-    assert text != profile_text([0.7] * 10)
+        moved |= {i for i, v in enumerate(values) if abs(v - 0.7) > 1e-9}
+    assert moved == set(range(10))  # switches cross sizes
 
 
 def test_stage_specs_are_checked():
@@ -84,17 +87,29 @@ class HashScores:
         self.scored: list[tuple[str, int]] = []
         self.collide = collide
 
-    def block_params(self):
+    def unit_params(self, granularity):
         return WEIGHTS
 
+    def profiles(self, texts, granularity):
+        return [None if isinstance(r, str) else profile_text(r) for r in self.ratios(texts)]
+
+    def distilled(self, methods):
+        return ["abs | mean | no_op"]  # one function stands for every simple allocation
+
     def _ratios(self, text):
-        if text.startswith("profile:"):
+        if is_block_form(text):
             return block_form_ratios(text, WEIGHTS, 0.7)
         h = zlib.crc32(text.encode()) % (7 if self.collide else 1000)
         return rebalance([0.5 + 0.0004 * h] + [0.7] * 5, WEIGHTS, 0.7)
 
     def ratios(self, texts):
-        return [tuple(self._ratios(t)) for t in texts]
+        out = []
+        for text in texts:
+            try:
+                out.append(tuple(self._ratios(text)))
+            except WorkbenchError as exc:  # as the session evaluator: the reason instead of ratios
+                out.append(str(exc))
+        return out
 
     def evaluate(self, texts, check, stage=0):
         def score(text):
@@ -159,8 +174,10 @@ def test_stages_score_everyone_cheaply_and_only_the_kept_on_the_whole_split(tmp_
 def test_the_profile_search_keeps_the_mean_improves_its_parent_and_resumes_as_if_uninterrupted(tmp_path):
     whole, seen = run_search(tmp_path, HashScores(), "whole", strategy="evopress", population=4, generations=5,
                              stages="512:2")
-    starts = [c for c in whole if c.generation == 0 and c.stage == 0]  # uniform and protect-first at 6 levels
-    assert [c.text for c in starts] == start_profiles(0.7, WEIGHTS) and len(starts) == 7
+    starts = [c for c in whole if c.generation == 0 and c.stage == 0]  # the simple allocations, grids and all
+    assert [c.text for c in starts] == list(dict.fromkeys(p for p in HashScores().profiles(start_methods(0.7, 6), "block")
+                                                         if p))
+    assert len(starts) > len(start_methods(0.7, 6)) - 4  # the hashed owl, alpha, dlp may collide
     for c in whole:
         assert c.text.startswith("profile:") and weighted_mean(c.ratios) == pytest.approx(0.7, abs=1e-9)
     bests = [e.best for e in seen if isinstance(e, ev.GenerationDone) and e.best is not None]
@@ -175,11 +192,55 @@ def test_the_profile_search_keeps_the_mean_improves_its_parent_and_resumes_as_if
     assert [(c.text, c.fitness, c.stage) for c in resumed] == [(c.text, c.fitness, c.stage) for c in whole]
 
 
+def test_the_function_searches_start_from_the_seeds_and_the_functions_nearest_the_simple_allocations(tmp_path):
+    for strategy in ("evolution", "random", "hybrid"):
+        log, _ = run_search(tmp_path, HashScores(), strategy, strategy=strategy, population=4, generations=1,
+                            seeds=("abslog | var | atan",))
+        first = [c.text for c in log if c.generation == 0 and c.stage == 0]
+        assert first[:2] == ["abslog | var | atan", "abs | mean | no_op"] and len(first) == 4
+
+
+def test_the_hybrid_search_evolves_functions_then_refines_the_best_as_a_profile_and_resumes(tmp_path):
+    settings = dict(strategy="hybrid", population=4, generations=5, stages="512:2")
+    whole, seen = run_search(tmp_path, HashScores(), "whole", **settings)
+    assert SearchSettings(sparsity=0.7, **settings).hybrid_switch == 3
+    functions = [c for c in whole if c.generation < 3]
+    profiles = [c for c in whole if c.generation >= 3]
+    assert functions and profiles and not any(c.text.startswith("profile:") for c in functions)
+    assert all(c.text.startswith("profile:") for c in profiles)
+    best_function = min((c for c in functions if c.stage == 1), key=lambda c: (c.fitness, c.text))
+    parent = block_form_ratios(profile_text(best_function.ratios), WEIGHTS, 0.7)
+    for c in profiles:  # offspring of the best function's ratios (or of a better profile), by level switches
+        assert weighted_mean(c.ratios) == pytest.approx(0.7, abs=1e-9)
+        assert sum(abs(a - b) for a, b in zip(c.ratios, parent)) <= 2 * 3 * 0.02 * 2 + 1e-6
+    with pytest.raises(SearchStopped):
+        run_search(tmp_path, HashScores(), "parts", StopAfter(len(functions) + 2), **settings)
+    resumed, _ = run_search(tmp_path, HashScores(), "parts", **settings)
+    assert [(c.text, c.fitness, c.stage) for c in resumed] == [(c.text, c.fitness, c.stage) for c in whole]
+
+
 def test_protect_baseline_picks_its_level_on_the_fitness_split(tiny_session):
     allocation = tiny_session.allocate("first", 0.6, "wanda")
     assert allocation.method.startswith("first:") and float(allocation.method[6:]) in protect_levels(0.6)
     assert weighted_mean(allocation.block_ratios, [b.params for b in tiny_session.blocks]) == pytest.approx(0.6)
     assert tiny_session.pruned is None  # picking leaves the session as it was
+
+
+def test_the_profile_search_starts_from_every_simple_allocation_as_the_session_allocates_it(tiny_session):
+    from engine.search.evaluator import SessionEvaluator
+
+    methods = start_methods(0.7, len(tiny_session.blocks))
+    assert methods[:4] == ["uniform", "owl", "alpha", "dlp"]
+    assert {m.partition(":")[0] for m in methods[4:]} == {"atp", "first", "ends"}
+    evaluator = SessionEvaluator(tiny_session, 0.7, "wanda", "ppl")
+    for granularity, per_block in (("block", 1), ("group", 2), ("linear", 7)):
+        for method, profile in zip(methods, evaluator.profiles(methods, granularity)):
+            if profile is None:  # a protect level the other blocks cannot balance
+                assert method.startswith(("first:", "ends:"))
+                continue
+            ratios = tiny_session.allocate(profile, 0.7).block_ratios
+            assert len(parse_block_form(profile)[1]) == per_block * len(tiny_session.blocks)
+            assert ratios == pytest.approx(tiny_session.allocate(method, 0.7).block_ratios, abs=1e-4)
 
 
 def test_a_cheap_stage_scores_on_the_first_windows_of_the_fitness_split(tiny_session):
@@ -265,6 +326,27 @@ def test_profile_search_from_the_command_line_on_the_tiny_model(capsys, tmp_path
     assert all(c.text.startswith("profile:") for c in log) and {c.stage for c in log} == {0, 1}
     final = json.loads((run / "final.json").read_text())
     assert final["best"]["text"].startswith("profile:") and final["best"]["stage"] == 1
-    assert set(final["held_out_perplexity"]) == {final["best"]["text"], "uniform", "owl", "first"}
+    assert set(final["held_out_perplexity"]) == {final["best"]["text"], "uniform", "owl", "atp", "dlp", "first"}
     settings = json.loads((run / "run.json").read_text())["settings"]
     assert settings["strategy"] == "evopress" and settings["stages"] == "64:2"
+
+
+def test_a_group_profile_search_on_the_real_engine_keeps_the_mean_of_units_of_unequal_size(tmp_path, tiny_session):
+    from engine.allocation.units import unit_params
+    from engine.search.evaluator import SessionEvaluator
+
+    evaluator = SessionEvaluator(tiny_session, 0.7, "wanda", "ppl")
+    evaluator.prepare(lambda *a: None)
+    store = RunStore(tmp_path / "group")
+    settings = SearchSettings(sparsity=0.7, strategy="evopress", granularity="group", population=3, generations=2,
+                              stages="")
+    search = Search(settings, store, evaluator, held_out=lambda m, c: {}, on_event=lambda e: None)
+    search.begin()
+    search.run(Control())
+    log = store.candidates()
+    weights = unit_params(tiny_session.blocks, "group")
+    assert len(set(weights[0::2])) == 1 and weights[0] != weights[1]  # attention and MLP differ in size
+    assert all(len(c.ratios) == 6 and weighted_mean(c.ratios, weights) == pytest.approx(0.7, abs=1e-9)
+               for c in log if c.scored)
+    offspring = [c for c in log if c.generation == 1]
+    assert offspring and any(c.ratios[0] != c.ratios[1] for c in offspring)  # attention and MLP apart

@@ -44,6 +44,40 @@ async def test_loads_then_shows_baselines_and_status():
         assert "fake-llama" in app.status_line() and "target 0.7" in app.status_line()
 
 
+def test_a_view_of_group_or_linear_ratios_has_attention_and_mlp_apart_and_weighted_block_means():
+    from fake_engine import LAYOUT, N_BLOCKS
+    from workbench.views import allocation_view
+
+    groups = [0.6 if u % 2 == 0 else 0.8 for u in range(2 * N_BLOCKS)]  # attention 0.6, MLP 0.8
+    view = allocation_view("profile:...", 0.7, groups, LAYOUT)
+    attention, mlp = 576 * 576 * 2 + 192 * 576 * 2, 1536 * 576 * 3
+    assert view.group_ratios[0] == pytest.approx([0.6] * N_BLOCKS)
+    assert view.group_ratios[1] == pytest.approx([0.8] * N_BLOCKS)
+    assert view.block_ratios == pytest.approx([(0.6 * attention + 0.8 * mlp) / (attention + mlp)] * N_BLOCKS)
+    linears = [0.5 + 0.1 * (i % 7 == 1) for i in range(7 * N_BLOCKS)]  # k_proj at 0.6, the rest at 0.5
+    view = allocation_view("profile:...", 0.7, linears, LAYOUT)
+    assert view.group_ratios[0] == pytest.approx([0.5 + 0.1 * 192 / (2 * 576 + 2 * 192)] * N_BLOCKS)
+    assert view.group_ratios[1] == pytest.approx([0.5] * N_BLOCKS)
+    assert allocation_view("f", 0.7, [0.7] * N_BLOCKS, LAYOUT).group_ratios is None
+
+
+async def test_the_dashboard_draws_attention_and_mlp_apart_with_letters_for_a_group_best():
+    from fake_engine import N_BLOCKS
+    from screens.messages import ScoredCandidate
+
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: app.info is not None)
+        groups = tuple(0.6 if u % 2 == 0 else 0.8 for u in range(2 * N_BLOCKS))
+        app._show_best(ScoredCandidate(0, 0, "profile:x", 10.0, groups, 1.0))
+        plot = app.query_one("#sparsity-plot", LivePlot)
+        attention, mlp = plot._series["best attention (A)"], plot._series["best MLP (M)"]
+        assert attention[1] == pytest.approx([0.6] * N_BLOCKS) and attention[2] == "A"
+        assert mlp[1] == pytest.approx([0.8] * N_BLOCKS) and mlp[2] == "M" and "best" not in plot._series
+        app._show_best(ScoredCandidate(1, 1, "abs | mean | no_op", 9.0, (0.7,) * N_BLOCKS, 1.0))
+        assert "best" in plot._series and "best MLP (M)" not in plot._series
+
+
 async def test_load_failure_is_a_notification_not_a_crash():
     app = app_with(FakeAPI(load_error="no such file or folder: /nope"))
     async with app.run_test(size=SIZE) as pilot:

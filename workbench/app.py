@@ -32,6 +32,7 @@ from screens.panes import Panes
 from screens.plots import LivePlot
 from screens.settings import SearchParams, SettingsScreen
 from screens.structured import Levels, Structured, StructuredParams
+from workbench.views import allocation_view
 
 REDRAW_S = 1.0
 QUIT_WAIT_S = 30.0  # how long quitting waits for a stopped search to write its checkpoint
@@ -496,7 +497,7 @@ class WorkbenchApp(App):
     @on(CandidateSelected)
     def _selected(self, message: CandidateSelected) -> None:
         c = message.candidate
-        self.query_one(Dashboard).show_allocation("selected", AllocationView(c.text, self.params.sparsity, c.ratios))
+        self.query_one(Dashboard).show_allocation("selected", self.candidate_view(c))
         self.query_one(Export).use_function(c.text)
         self.query_one(Compare).add_function(c.text)
         if c.text.startswith("profile:"):
@@ -530,7 +531,10 @@ class WorkbenchApp(App):
     def _show_best(self, cand: ScoredCandidate) -> None:
         """The search's own best (its NewBest event), or an editor evaluation better than every best so far."""
         self.best = cand
-        self.query_one(Dashboard).show_allocation("best", AllocationView(cand.text, self.params.sparsity, cand.ratios))
+        self.query_one(Dashboard).show_allocation("best", self.candidate_view(cand))
+
+    def candidate_view(self, c: ScoredCandidate) -> AllocationView:
+        return allocation_view(c.text, self.params.sparsity, c.ratios, self.info.layout if self.info else ())
 
     def _scored_candidate(self, c: ev.Candidate) -> ScoredCandidate:
         """An engine candidate as the panes see it, with the strategy and final stage of its search."""

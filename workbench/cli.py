@@ -9,7 +9,7 @@ from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATI
                             DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS, DEFAULT_OFFSPRING, DEFAULT_POPULATION,
                             DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES, DEFAULT_STRATEGY,
                             DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
-                            FITNESS, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
+                            FITNESS, GRANULARITIES, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
 from engine.data_config import PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
 
@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS,
                    help=f"perplexity on the fitness split, or KL to the dense model there (default {DEFAULT_FITNESS})")
     g.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
-                   help="evolution (of functions), random (functions: the baseline with the same budget) or "
-                        "evopress (per-block sparsity profiles, EvoPress)")
+                   help="evolution (of functions), random (functions: the baseline with the same budget), "
+                        "evopress (per-block sparsity profiles, EvoPress, starting from the best simple allocation) "
+                        "or hybrid (evolution for half the generations, then profiles from the best function)")
     g.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
                    help=f"generations (default {DEFAULT_GENERATIONS})")
     g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
@@ -137,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "go on, ..., the last survivors on the whole fitness split, e.g. 512:8; '' for none (default "
                         "auto: a quarter of the fitness split, the best third of a generation going on)")
     g.add_argument("--level-step", type=float, default=DEFAULT_LEVEL_STEP,
-                   help=f"evopress: step of the per-block sparsity grid (default {DEFAULT_LEVEL_STEP})")
+                   help=f"evopress, hybrid: step of the sparsity grid, for the smallest unit; a unit twice as large "
+                        f"moves half as much, so a switch moves equal numbers of weights (default {DEFAULT_LEVEL_STEP})")
+    g.add_argument("--granularity", default="block", choices=GRANULARITIES,
+                   help="evopress, hybrid: what a profile gives one sparsity: each block, each block's attention and "
+                        "MLP groups apart, or every linear (as EvoPress) (default block)")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
     g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
                    help="a function to place in the first population (repeatable)")

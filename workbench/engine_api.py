@@ -15,6 +15,7 @@ import torch
 
 from engine.allocation import AllocationFunction
 from engine.allocation.ops import STAGES
+from engine.architecture import linear_path
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.export import export_pruned
@@ -32,6 +33,7 @@ from engine.zeroshot import parse_tasks
 from screens.messages import AllocationView
 from screens.settings import SearchParams
 from screens.structured import StructuredParams
+from workbench.views import allocation_view
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ModelInfo:
     device: str
     dtype: str
     blocks: int
+    layout: tuple[tuple[int, int, int], ...] = ()  # per linear in model order: block, group (0 attention, 1 MLP), size
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class EngineAPI:
         self.device = device
         self.device_map = device_map
         self.session: Session | None = None
+        self.layout: tuple[tuple[int, int, int], ...] = ()  # ModelInfo.layout, once loaded
         self.searches: list[SearchController] = []
 
     @user_errors
@@ -87,8 +91,10 @@ class EngineAPI:
             torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once
         gc.freeze()  # the model's many objects leave the GC's scans, which otherwise stall the UI thread
         self.session = Session(loaded, self.data, progress=progress)
+        self.layout = tuple((b.index, 0 if linear_path(n).startswith("self_attn.") else 1, lin.weight.numel())
+                            for b in self.session.blocks for n, lin in b.linears.items())
         return ModelInfo(loaded.label, str(loaded.device), str(loaded.dtype).removeprefix("torch."),
-                         len(self.session.blocks))
+                         len(self.session.blocks), self.layout)
 
     def palette(self) -> dict[str, list[str]]:
         return {stage: [op for op in ops if op != "no_op"] for stage, ops in STAGES.items()}
@@ -112,7 +118,7 @@ class EngineAPI:
             with session.lock:
                 session.allocation_inputs(metric).samples  # noqa: B018
         a = session.allocate(method, sparsity, metric)
-        return AllocationView(a.method, a.target, a.block_ratios, a.block_values)
+        return allocation_view(a.method, a.target, a.candidate_ratios, self.layout, a.block_values)
 
     @user_errors
     def importance(self, metric: str) -> dict[str, tuple[float, ...]]:
@@ -124,7 +130,7 @@ class EngineAPI:
     def fitness(self, text: str, sparsity: float, metric: str) -> tuple[float, AllocationView]:
         """Perplexity on the fitness split of a function, for the leaderboard."""
         a, ppl = self._session().score(text, sparsity, metric, "fitness")
-        return ppl, AllocationView(a.method, a.target, a.block_ratios, a.block_values)
+        return ppl, allocation_view(a.method, a.target, a.candidate_ratios, self.layout, a.block_values)
 
     @user_errors
     def distill(self, profile: str, sparsity: float, metric: str) -> tuple[str, float]:
@@ -154,7 +160,7 @@ class EngineAPI:
         self._one_search_at_a_time()
         settings = None if params.resume else SearchSettings(
             sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
-            population=params.population, generations=params.generations, seeds=tuple(seeds),
+            granularity=params.granularity, population=params.population, generations=params.generations, seeds=tuple(seeds),
             stages=params.stages, model=session.loaded.source, data=self.data, tasks=parse_tasks(params.tasks),
             limit=params.limit or None)
         cluster = params.cluster or None  # with a cluster the workers load the model themselves

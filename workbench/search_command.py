@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from engine.allocation.units import UNITS_PER_BLOCK
 from engine.errors import WorkbenchError
 from engine.search import events as ev
 from engine.search.controller import SearchController
@@ -23,16 +24,17 @@ def settings_from(args) -> SearchSettings:
     return SearchSettings(sparsity=args.sparsity, metric=args.metric, fitness=args.fitness, strategy=args.strategy,
                           population=args.population, generations=args.generations, seed=args.search_seed,
                           seeds=tuple(args.seed_function), stages=args.stages, level_step=args.level_step,
+                          granularity=args.granularity,
                           model=args.model, data=data_config(args), tasks=parse_tasks(args.tasks), limit=args.limit)
 
 
 class EventPrinter:
     """One progress line per candidate on stderr; generation summaries on their own lines."""
 
-    def __init__(self, total: int, quiet: bool):
-        self.total = total
+    def __init__(self, settings: SearchSettings, quiet: bool):
+        self.settings = settings
         self.quiet = quiet
-        self.staged = False  # the search has selection stages: say each candidate's
+        self.total: int | None = None  # the budget, once a candidate's ratios say how many blocks the model has
         self.best: ev.Candidate | None = None
 
     def __call__(self, event) -> None:
@@ -45,10 +47,14 @@ class EventPrinter:
             what = f"fitness {c.fitness:.3f}" if c.scored else f"rejected: {c.reason}"
             if c.duplicate_of is not None:
                 what += f" (same allocation as #{c.duplicate_of + 1})"
-            if self.staged:
+            if self.settings.stages:
                 what = f"stage {c.stage} {what}"
+            if self.total is None and c.ratios:  # a profile's ratios are per unit, a function's per block
+                profile = c.text.startswith("profile:")
+                self.total = self.settings.budget(len(c.ratios) // UNITS_PER_BLOCK[self.settings.granularity]
+                                                  if profile else len(c.ratios))
             best = f" | best {self.best.fitness:.3f}" if self.best else ""
-            print(f"[{c.index + 1}/{self.total}] gen {c.generation} {c.seconds:.1f}s {what}{best} | {c.text}",
+            print(f"[{c.index + 1}/{self.total or '?'}] gen {c.generation} {c.seconds:.1f}s {what}{best} | {c.text}",
                   file=sys.stderr, flush=True)
         elif isinstance(event, ev.GenerationDone):
             med = f"{event.median:.3f}" if event.median is not None else "-"
@@ -100,14 +106,13 @@ def search(args) -> int:
     settings = None if args.resume else settings_from(args)
     bars = ProgressBars(not args.quiet)
     run = args.resume or args.run
-    printer = EventPrinter(0, args.quiet)
     active = settings or stored_settings(RunStore(run))
+    printer = EventPrinter(active, args.quiet)
     check_plan(args, "search", active.model, metric=active.metric, fitness=active.fitness)
     cluster, workers = cluster_options(args)
     controller = search_controller(run, settings, dtype=args.dtype, device=args.device, device_map=args.device_map,
                                    cluster=cluster, workers=workers, on_event=printer, progress=bars,
                                    status=bars.status)
-    printer.total, printer.staged = active.budget, bool(active.stages)
     stopped = run_in_foreground(controller, bars, args, run, f"dsa-workbench search --resume {run}")
     if stopped is not None:
         return stopped

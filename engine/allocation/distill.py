@@ -50,20 +50,24 @@ def distill(profile: list[float], inputs: AllocationInputs, target: float, seed:
     transforms = [()] + [(op,) for op in tr_ops] + list(itertools.product(tr_ops, repeat=2))
     goal = torch.tensor(profile, dtype=torch.float64) - target
     samples = [BlockSample(s.matrix[:ROUGH_ROWS], s.numel) for s in inputs.samples]
-    rough = []
+    rows = []  # (pre, reduction) and its per-block values
     for pre in chains:
         for reduction in REDUCTIONS:
             try:
-                values = AllocationFunction(pre, reduction).block_values(samples)
+                rows.append(((pre, reduction), AllocationFunction(pre, reduction).block_values(samples)))
             except InvalidFunctionError:
                 continue
-            for transform in transforms:
-                fitted = _fit(values, transform, goal)
-                if fitted is not None:
-                    rough.append((fitted[0], pre, reduction, transform, fitted[1], fitted[2]))
-    rough.sort(key=lambda r: r[0])
+    if not rows:
+        raise InvalidFunctionError("no palette function gives finite values on this model's blocks")
+    values = torch.stack([v for _, v in rows])
+    rough = []
+    for t, transform in enumerate(transforms):  # every row at once: the transforms are element-wise
+        errors, lams, directions = _fit(values, transform, goal)
+        for i in torch.isfinite(errors).nonzero().flatten().tolist():
+            rough.append((float(errors[i]), i, t, *rows[i][0], transform, float(lams[i]), int(directions[i])))
+    rough.sort(key=lambda r: r[:3])
     best = None
-    for _, pre, reduction, transform, lam, direction in rough[:FINALISTS]:
+    for _, _, _, pre, reduction, transform, lam, direction in rough[:FINALISTS]:
         function = AllocationFunction(pre, reduction, transform, lam, direction)
         try:
             ratios, _ = function.block_ratios(inputs.samples, inputs.block_params, target)
@@ -79,19 +83,19 @@ def distill(profile: list[float], inputs: AllocationInputs, target: float, seed:
 
 
 def _fit(values: torch.Tensor, transform: tuple[str, ...], goal: torch.Tensor):
-    """(squared error before clipping, lam, direction) of the least-squares mapping, or None."""
+    """Per row of `values` (one per candidate, a value per block): the squared error before clipping of the
+    least-squares mapping, its lam (rounded to LAM_DECIMALS, within [10^-LAM_DECIMALS, MAX_LAM]) and
+    direction; the error is infinite where a value is not finite or all are equal."""
     v = values
     for op in transform:
         v = TRANSFORMS[op](v)
-    if not bool(torch.isfinite(v).all()):
-        return None
-    span = v.max() - v.min()
-    if not span > 0:
-        return None
-    n = (v - v.min()) / span
-    c = n - n.mean()
-    lam = float((c * goal).sum() / (2 * (c * c).sum()))
-    direction = 1 if lam >= 0 else -1
-    lam = round(min(MAX_LAM, max(10 ** -LAM_DECIMALS, abs(lam))), LAM_DECIMALS)
-    error = float(((goal - 2 * lam * direction * c) ** 2).sum())
-    return error, lam, direction
+    lo, hi = v.min(1, keepdim=True).values, v.max(1, keepdim=True).values
+    usable = torch.isfinite(v).all(1) & (hi > lo).flatten()
+    n = (v - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    c = n - n.mean(1, keepdim=True)
+    lam = (c * goal).sum(1) / (2 * (c * c).sum(1).clamp_min(1e-300))
+    direction = torch.where(lam >= 0, 1, -1)
+    scale = 10 ** LAM_DECIMALS
+    lam = torch.round(lam.abs().clamp(1 / scale, MAX_LAM) * scale) / scale
+    error = ((goal - 2 * (lam * direction)[:, None] * c) ** 2).sum(1)
+    return torch.where(usable & torch.isfinite(error), error, torch.inf), lam, direction

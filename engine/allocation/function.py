@@ -1,7 +1,11 @@
 """DSA allocation functions: pre-process* | reduction | transform* | mapping, with a text form.
 
-Text form: `abslog | var | atan, asin` with optional `| lam=0.12`, `| dir=-` and `| nan=reference`
-(defaults lam=0.08, dir=+, nan=reject, omitted when printing). An empty stage is written `no_op`.
+Text form: `abslog | var | atan, asin` with optional `| lam=0.12`, `| dir=-`, `| nan=reference` and `| groups`
+(defaults lam=0.08, dir=+, nan=reject, per block; omitted when printing). An empty stage is written `no_op`.
+
+`groups`: the function reads each block's attention linears (q, k, v, o) and MLP linears (gate, up, down) as
+two units, computes a value for each, and maps all of them at once, so the attention and MLP of one block can
+get different sparsities (engine.allocation.units).
 
 The reference code's form `W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)` is read too (ops in any case). Its optional last group is an
 integer the reference parses into a LAMBDA attribute that its allocation never reads (it maps with its
@@ -40,6 +44,7 @@ class AllocationFunction:
     lam: float = DEFAULT_LAM
     direction: int = 1  # +1: a higher value gives a higher sparsity (as in the DSA code)
     nan: str = "reject"  # or "reference": non-finite block values replaced as the DSA reference code does
+    groups: bool = False  # one value per attention and per MLP group, not per block
 
     def __post_init__(self):
         object.__setattr__(self, "pre", tuple(op for op in self.pre if op != "no_op"))
@@ -55,6 +60,9 @@ class AllocationFunction:
             raise InvalidFunctionError(f"direction must be + or - (got {self.direction})", op="dir")
         if self.nan not in NAN_POLICIES:
             raise InvalidFunctionError(f"nan={self.nan}: use {' or '.join(NAN_POLICIES)}", op="nan")
+        if self.groups and self.nan == "reference":
+            raise InvalidFunctionError("nan=reference reads whole blocks, as the reference code: it has no groups",
+                                       op="groups")
 
     def __str__(self) -> str:
         parts = [", ".join(self.pre) or "no_op", self.reduction, ", ".join(self.transform) or "no_op"]
@@ -64,6 +72,8 @@ class AllocationFunction:
             parts.append("dir=-")
         if self.nan != "reject":
             parts.append(f"nan={self.nan}")
+        if self.groups:
+            parts.append("groups")
         return " | ".join(parts)
 
     def with_nan_policy(self, policy: str) -> AllocationFunction:
@@ -87,10 +97,12 @@ class AllocationFunction:
         options = {}
         for opt in parts[3:]:
             key, sep, value = (s.strip() for s in opt.partition("="))
-            if not sep or key not in ("lam", "dir", "nan") or key in options:
-                raise InvalidFunctionError(f"'{opt}': expected lam=<number>, dir=+/- or nan=reject/reference, "
-                                           f"once each", op=key or opt)
-            options[key] = value
+            if key == "groups" and not sep and key not in options or sep and key in ("lam", "dir", "nan") \
+                    and key not in options:
+                options[key] = value
+                continue
+            raise InvalidFunctionError(f"'{opt}': expected lam=<number>, dir=+/-, nan=reject/reference or groups, "
+                                       f"once each", op=key or opt)
         lam = DEFAULT_LAM
         if "lam" in options:
             try:
@@ -102,7 +114,8 @@ class AllocationFunction:
         direction = {"+": 1, "-": -1, None: 1}.get(options.get("dir"))
         if direction is None:
             raise InvalidFunctionError(f"dir={options['dir']}: use + or -", op="dir")
-        return cls(_ops(parts[0]), reduction, _ops(parts[2]), lam, direction, options.get("nan", "reject"))
+        return cls(_ops(parts[0]), reduction, _ops(parts[2]), lam, direction, options.get("nan", "reject"),
+                   "groups" in options)
 
     def block_values(self, samples: list[BlockSample]) -> torch.Tensor:
         """The function's scalar for every block (float64): under `reject`, InvalidFunctionError naming the op

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable
 
@@ -11,9 +11,10 @@ import torch
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.mapping import check_target, rebalance, scaled_ratios, solve_weighted_mean, spread_ratios
-from engine.allocation.profiles import (PROTECTED, block_form_ratios, block_form_text, is_block_form,
+from engine.allocation.profiles import (ATP, PROFILE, TUNED, TUNED_KNOB, block_form_ratios, block_form_text, is_block_form,
                                         parse_block_form)
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
+from engine.allocation.units import granularity_of, unit_linears, unit_params
 from engine.architecture import Block, block_means
 from engine.choices import METHOD_ALIASES, METHODS
 from engine.errors import WorkbenchError
@@ -24,6 +25,8 @@ ALPHA_EPS = 0.2  # AlphaPruning's epsilon for Wanda and SparseGPT in its scripts
 ALPHA_BINS = 100  # its histogram of log10 eigenvalues, whose peak bounds the cut-off candidates
 ER_ENDS_BOOST = 2.0
 ALPHA_FIT = "power-law fit, lower cut-off by the smallest Kolmogorov-Smirnov distance near the spectrum's peak"
+DLP_ALPHA = 0.15  # DLP's alpha (its scripts' and run.py's default): block sparsities spread about 2 * alpha
+DLP_SCORE = "mean Wanda score of the block's linears, dense activations"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,12 @@ class Allocation:
     block_ratios: tuple[float, ...]
     block_values: tuple[float, ...] | None = None  # per-block importance, where the method has one
     parameters: dict | None = None  # the method's settings, recorded beside its ratios (AlphaPruning's eps)
+    unit_ratios: tuple[float, ...] | None = None  # per group or linear (engine.allocation.units), where finer
+
+    @property
+    def candidate_ratios(self) -> tuple[float, ...]:
+        """What a search logs and compares: the unit ratios where the allocation is finer than blocks."""
+        return self.unit_ratios or self.block_ratios
 
 
 class AllocationInputs:
@@ -53,6 +62,13 @@ class AllocationInputs:
     @cached_property
     def samples(self) -> list[BlockSample]:
         return sample_blocks(self.blocks, self.scores, size=self.sample_size, seed=self.seed)
+
+    @cached_property
+    def group_samples(self) -> list[BlockSample]:
+        """A sample of each block's attention and of its MLP linears (what `groups` functions read)."""
+        groups = [Block(b.index, {n: b.linears[n] for n in unit}, b.module)
+                  for b in self.blocks for unit in unit_linears([b], "group")]
+        return sample_blocks(groups, self.scores, size=self.sample_size, seed=self.seed)
 
     def whole_blocks(self):
         """Every block's scores, its linears flattened into one row (float64), one block at a time: what the
@@ -152,15 +168,27 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     target = check_target(target)
     method = METHOD_ALIASES.get(method, method)
     if is_block_form(method):
-        return _from_blocks(canonical_method(method), target, inputs, block_form_ratios(method, inputs.block_params, target))
-    if method in PROTECTED:
-        raise WorkbenchError(f"'{method}' picks its level on the fitness split: allocate it through a session, "
-                             f"or give the level ('{method}:0.3')")
+        kind, values = parse_block_form(method)
+        if kind == PROFILE and len(values) != len(inputs.blocks):  # a profile of groups or linears
+            granularity = granularity_of(len(values), len(inputs.blocks))
+            ratios = rebalance(list(values), unit_params(inputs.blocks, granularity), target)
+            linear = {n: r for unit, r in zip(unit_linears(inputs.blocks, granularity), ratios) for n in unit}
+            return replace(_from_linears(canonical_method(method), target, inputs, linear), unit_ratios=tuple(ratios))
+        parameters = {TUNED_KNOB[kind]: values[0]} if kind in TUNED else None
+        return _from_blocks(canonical_method(method), target, inputs, block_form_ratios(method, inputs.block_params, target),
+                            parameters=parameters)
+    if method in TUNED:
+        raise WorkbenchError(f"'{method}' picks its value on the fitness split: allocate it through a session, "
+                             f"or give the value ('{method}:{0.004 if method == ATP else 0.3}')")
     if method == "uniform":
         return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
     if method == "owl":
         values = inputs.outlier_fractions
         return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, OWL_LAM, -1), values)
+    if method == "dlp":  # DLP (Chen et al., ICML 2025): the blocks with the higher mean score pruned more
+        values = inputs.mean_scores
+        ratios = spread_ratios(values, inputs.block_params, target, DLP_ALPHA, +1)
+        return _from_blocks(method, target, inputs, ratios, values, {"alpha": DLP_ALPHA, "score": DLP_SCORE})
     if method == "alpha":
         values = inputs.alphas
         ratios = scaled_ratios(values, inputs.block_params, target, ALPHA_EPS)
@@ -170,6 +198,12 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     if method in ("er", "er-plus", "er-ends"):
         return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
     function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
+    if function.groups:
+        values = function.block_values(inputs.group_samples)
+        ratios = spread_ratios(values.tolist(), unit_params(inputs.blocks, "group"), target, function.lam,
+                               function.direction)
+        linear = {n: r for unit, r in zip(unit_linears(inputs.blocks, "group"), ratios) for n in unit}
+        return replace(_from_linears(str(function), target, inputs, linear), unit_ratios=tuple(ratios))
     reference = function.nan == "reference"  # as the reference code: whole blocks, non-finite values replaced
     values, replaced = function.values_and_replaced(inputs.whole_blocks() if reference else inputs.samples)
     ratios = spread_ratios(values.tolist(), inputs.block_params, target, function.lam, function.direction)

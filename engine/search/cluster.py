@@ -92,8 +92,14 @@ class Worker:
     def ratios(self, texts: list[str]) -> list:
         return self.scorer.ratios(texts)
 
-    def block_params(self) -> list[int]:
-        return self.scorer.block_params()
+    def unit_params(self, granularity: str) -> list[int]:
+        return self.scorer.unit_params(granularity)
+
+    def profiles(self, texts: list[str], granularity: str) -> list:
+        return self.scorer.profiles(texts, granularity)
+
+    def distilled(self, methods: list[str]) -> list[str]:
+        return self.scorer.distilled(methods)
 
     def held_out(self, *args):
         return self.scorer.held_out(*args, no_progress)
@@ -194,8 +200,16 @@ class ClusterEvaluator:
         """Block ratios without scoring (cheap), on one actor."""
         return self._on_one("ratios", texts)
 
-    def block_params(self) -> list[int]:
-        return self._on_one("block_params")
+    def unit_params(self, granularity: str) -> list[int]:
+        return self._on_one("unit_params", granularity)
+
+    def profiles(self, texts: list[str], granularity: str) -> list:
+        """Allocations as profiles (cheap), on one actor."""
+        return self._on_one("profiles", texts, granularity)
+
+    def distilled(self, methods: list[str]) -> list[str]:
+        """The functions nearest the methods' ratios, on one actor."""
+        return self._on_one("distilled", methods)
 
     def _on_one(self, method: str, *args):
         """A call on the first worker that answers (a dead one is replaced, as in `evaluate`)."""

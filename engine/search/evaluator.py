@@ -1,11 +1,13 @@
 """Candidate evaluation on one loaded model. engine.search.cluster.ClusterEvaluator has the same interface
-(`workers`, `prepare`, `ratios`, `block_params`, `evaluate`, `held_out`, `zero_shot`) over Ray workers, each holding
+(`workers`, `prepare`, `ratios`, `unit_params`, `profiles`, `distilled`, `evaluate`, `held_out`, `zero_shot`) over Ray workers, each holding
 one of these."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from engine.allocation.profiles import profile_text
+from engine.allocation.units import unit_means, unit_params
 from engine.choices import FITNESS
 from engine.errors import WorkbenchError
 from engine.progress import Progress, no_progress
@@ -17,11 +19,19 @@ class Evaluator(Protocol):
     workers: int
 
     def ratios(self, texts: list[str]) -> list[tuple[float, ...] | str]:
-        """Each text's block ratios (no forward), or why it is invalid."""
+        """Each text's candidate ratios (no forward: per block, or per unit where finer), or why it is invalid."""
         ...
 
-    def block_params(self) -> list[int]:
-        """Parameters of the pruned linears of each block."""
+    def unit_params(self, granularity: str) -> list[int]:
+        """Parameters of the pruned linears of each unit (engine.allocation.units)."""
+        ...
+
+    def profiles(self, texts: list[str], granularity: str) -> list[str | None]:
+        """Each text's allocation as a profile of `granularity`; None where it cannot allocate."""
+        ...
+
+    def distilled(self, methods: list[str]) -> list[str]:
+        """The palette function nearest each method's block ratios (those the model cannot allocate left out)."""
         ...
 
     def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
@@ -79,13 +89,40 @@ class SessionEvaluator:
         out = []
         for text in texts:
             try:
-                out.append(self.session.allocate(text, self.sparsity, self.metric).block_ratios)
+                out.append(self.session.allocate(text, self.sparsity, self.metric).candidate_ratios)
             except WorkbenchError as exc:
                 out.append(str(exc))
         return out
 
-    def block_params(self) -> list[int]:
-        return list(self.session.allocation_inputs(self.metric).block_params)
+    def unit_params(self, granularity: str) -> list[int]:
+        return unit_params(self.session.blocks, granularity)
+
+    def profiles(self, texts: list[str], granularity: str) -> list[str | None]:
+        """Each allocation's linear ratios averaged over every unit (their weighted mean)."""
+        out = []
+        for text in texts:
+            try:
+                allocation = self.session.allocate(text, self.sparsity, self.metric)
+            except WorkbenchError:
+                out.append(None)
+                continue
+            out.append(profile_text(unit_means(self.session.blocks, granularity, allocation.linear_ratios)))
+        return out
+
+    def distilled(self, methods: list[str]) -> list[str]:
+        """engine.allocation.distill of each method's block ratios; a tuned baseline (first, ends, atp) at the
+        value the session picks on the fitness split (kept for final.json)."""
+        from engine.allocation.distill import distill
+
+        inputs = self.session.allocation_inputs(self.metric)
+        out = []
+        for method in methods:
+            try:
+                ratios = self.session.allocate(method, self.sparsity, self.metric).block_ratios
+                out.append(distill(list(ratios), inputs, self.sparsity).function)
+            except WorkbenchError:
+                continue
+        return out
 
     def evaluate(self, texts: list[str], check: Progress, stage: int = 0) -> list[Outcome]:
         return [self.evaluate_one(t, check, stage) for t in texts]
@@ -104,4 +141,4 @@ class SessionEvaluator:
             self.session.prune(allocation, self.metric, progress=check)
             score = (self.session.perplexity("fitness", progress=check, tokens=tokens) if self.fitness == "ppl"
                      else self.session.kl("fitness", progress=check, tokens=tokens))
-        return score, allocation.block_ratios
+        return score, allocation.candidate_ratios

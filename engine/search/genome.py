@@ -22,12 +22,16 @@ def random_function(rng: random.Random) -> AllocationFunction:
         transform=tuple(rng.choice(TRA) for _ in range(rng.randint(0, 2))),
         lam=round(LAM_STEP * rng.randint(1, 10), 2),
         direction=rng.choice((1, -1)),
+        groups=rng.random() < 0.5,
     )
 
 
 def mutate(f: AllocationFunction, rng: random.Random) -> AllocationFunction:
-    """One change: replace, insert or delete an op, swap the reduction, flip direction, or move lam."""
-    kind = rng.choice(("pre", "transform", "reduction", "direction", "lam"))
+    """One change: replace, insert or delete an op, swap the reduction, flip direction, move lam, or read the
+    attention and MLP groups apart (or together again)."""
+    kind = rng.choice(("pre", "transform", "reduction", "direction", "lam", "groups"))
+    if kind == "groups":
+        return replace(f, groups=not f.groups)
     if kind == "reduction":
         return replace(f, reduction=rng.choice([r for r in RED if r != f.reduction]))
     if kind == "direction":
@@ -47,8 +51,8 @@ def mutate(f: AllocationFunction, rng: random.Random) -> AllocationFunction:
 
 
 def crossover(a: AllocationFunction, b: AllocationFunction, rng: random.Random) -> AllocationFunction:
-    """Each stage (pre list, reduction, transform list, lam, direction) from one parent or the other."""
+    """Each stage (pre list, reduction, transform list, lam, direction, groups) from one parent or the other."""
     pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
     return AllocationFunction(pick(a.pre, b.pre), pick(a.reduction, b.reduction), pick(a.transform, b.transform),
-                              pick(a.lam, b.lam), pick(a.direction, b.direction))
+                              pick(a.lam, b.lam), pick(a.direction, b.direction), groups=pick(a.groups, b.groups))
 

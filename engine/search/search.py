@@ -1,11 +1,17 @@
 """The searches over allocations, on the shared checkpointed loop (engine.search.core):
 
 - evolution: DSA allocation functions, a population, tournaments, mutation and crossover, (mu + lambda)
-  survival;
-- random: the baseline, fresh random functions every generation, the same selection;
-- evopress: per-block sparsity profiles (EvoPress): one parent (first the best of uniform and the
-  protect-first profiles), `population` offspring by level switches that keep the mean at the target,
-  the best of parent and offspring is the next parent.
+  survival; the first population holds the seeds, the palette functions nearest the simple allocations
+  (engine.allocation.distill) and random functions;
+- random: the baseline, fresh random functions every generation (the first as evolution's), the same
+  selection;
+- evopress: sparsity profiles (EvoPress), one value per block, per attention and MLP group, or per linear
+  (`granularity`): one parent (first the best of the simple allocations:
+  uniform, OWL, AlphaPruning, DLP, and ATP, protect-first and protect-ends at every value of their grids),
+  `population` offspring by level switches that keep the mean at the target, the best of parent and
+  offspring is the next parent;
+- hybrid: evolution for the first half of the generations, then the profile search from the best
+  function's block ratios.
 
 Every generation may go through selection stages (`stages`, multi-fidelity): all candidates are scored on
 the first few fitness tokens, the best go on to more tokens, and only the full fitness split ranks
@@ -22,17 +28,19 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from engine.allocation import AllocationFunction
+from engine.allocation.profiles import TUNED
+from engine.allocation.units import UNITS_PER_BLOCK
 from engine.allocation.mapping import check_target
-from engine.allocation.profiles import protect_levels
-from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LEVEL_STEP, DEFAULT_METRIC,
-                            DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS, STRATEGIES)
+from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_LEVEL_STEP,
+                            DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS,
+                            GRANULARITIES, STRATEGIES)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.metrics import check_metric
 from engine.search import events as ev
 from engine.search.core import CheckpointedSearch, Outcome
 from engine.search.genome import crossover, mutate, random_function
-from engine.search.levels import mutate_profile, start_profiles
+from engine.search.levels import START_BASELINES, mutate_profile, start_methods
 from engine.search.store import RunStore
 
 TOURNAMENT = 3
@@ -81,7 +89,8 @@ class SearchSettings:
     seed: int = 0
     seeds: tuple[str, ...] = ()  # functions placed in the first population
     stages: str = DEFAULT_SEARCH_STAGES  # see parse_search_stages
-    level_step: float = DEFAULT_LEVEL_STEP  # evopress: the grid of block sparsities around the target
+    level_step: float = DEFAULT_LEVEL_STEP  # evopress, hybrid: the grid of unit sparsities around each start
+    granularity: str = DEFAULT_GRANULARITY  # evopress, hybrid: a profile's units (engine.allocation.units)
     model: str | None = None  # None: the default model
     data: DataConfig = field(default_factory=DataConfig)
     tasks: tuple[str, ...] = ()  # zero-shot tasks scored in final.json next to held-out perplexity
@@ -105,6 +114,8 @@ class SearchSettings:
             raise WorkbenchError(f"--stages {self.stages}: every stage needs fewer tokens than the fitness split "
                                  f"({self.data.fitness_tokens}) and keeps fewer than the {self.population} "
                                  "candidates of a generation")
+        if self.granularity not in GRANULARITIES:
+            raise WorkbenchError(f"unknown granularity '{self.granularity}'; use one of {', '.join(GRANULARITIES)}")
         if not 0 < self.level_step <= 0.1:
             raise WorkbenchError(f"--level-step must lie in (0, 0.1] (got {self.level_step})")
 
@@ -113,14 +124,19 @@ class SearchSettings:
         """Fitness tokens per stage; None (the whole fitness split) for the last."""
         return tuple(t for t, _ in parse_search_stages(self.stages)) + (None,)
 
-    @property
-    def budget(self) -> int:
-        """Candidates the search evaluates (at most: duplicates and rejections end stages early)."""
+    def budget(self, blocks: int) -> int:
+        """Candidates the search evaluates on a model of `blocks` blocks (at most: duplicates and rejections
+        end stages early)."""
         per_generation = self.population + sum(self.stage_keep)
         if self.strategy == "evopress":  # the first generation: the start profiles
-            starts = 1 + len(protect_levels(self.sparsity))
+            starts = len(start_methods(self.sparsity, blocks))
             return starts + sum(self.stage_keep) + (self.generations - 1) * per_generation
         return self.generations * per_generation
+
+    @property
+    def hybrid_switch(self) -> int:
+        """The hybrid strategy's first generation of profiles: half the generations are of functions."""
+        return (self.generations + 1) // 2
 
     @property
     def stage_keep(self) -> tuple[int, ...]:
@@ -230,12 +246,16 @@ class Search(CheckpointedSearch):
                                         state["rejected"]))
         pool = {c["text"]: c for c in state["population"]}
         pool.update({c["text"]: c for c in scored})
-        size = 1 if self.settings.strategy == "evopress" else self.settings.population
+        size = 1 if self.profiles(state["generation"]) else self.settings.population
         state["population"] = sorted(pool.values(), key=lambda c: (c["fitness"], c["text"]))[:size]
         state["generation"] += 1
         if state["generation"] >= self.settings.generations:
             state.update(done=True, queue=[], stage_results=[])
             return
+        if self.settings.strategy == "hybrid" and state["generation"] == self.settings.hybrid_switch:
+            best = state["population"][0]  # the parent of the profile phase: the best function's allocation
+            state["population"] = [{**best, "text": self.evaluator.profiles([best["text"]], self.settings.granularity)[0]}]
+            state["weights"] = self.evaluator.unit_params(self.settings.granularity)
         rng = restore_rng(state["rng"])
         self._start_generation(state, self._offspring(state, rng))
         state["rng"] = rng_state(rng)
@@ -245,13 +265,14 @@ class Search(CheckpointedSearch):
         self._enter_stage(state, texts, 0)
 
     def final_result(self, state: dict, check) -> dict:
-        """The best re-scored on the held-out split next to uniform, OWL and protect-first (the simple
-        baseline a search must beat), and on the settings' zero-shot tasks."""
+        """The best re-scored on the held-out split next to uniform, OWL, protect-first and the published
+        one-knob rules ATP and DLP (the simple baselines a search must beat), and on the settings' zero-shot
+        tasks."""
         best = state["best"]
         d = self.settings.data
         final = {"best": best, "held_out_perplexity": {}, "corpora": {"corpus": d.corpus, "eval_corpus": d.eval_corpus}}
         if self.held_out is not None:
-            methods = ([best["text"]] if best else []) + ["uniform", "owl", "first"]
+            methods = ([best["text"]] if best else []) + ["uniform", "owl", "atp", "dlp", "first"]
             final["held_out_perplexity"] = self.held_out(methods, check)
             if self.settings.tasks:
                 final["zero_shot"] = self.evaluator.zero_shot(methods, self.settings.tasks, self.settings.limit,
@@ -264,11 +285,16 @@ class Search(CheckpointedSearch):
         state = {"generation": 0, "population": [], "best": None, "by_ratios": {}, "evaluated": 0, "logged": 0,
                  "done": False}
         if self.settings.strategy == "evopress":
-            weights = self.evaluator.block_params()
-            queue = start_profiles(self.settings.sparsity, weights)
+            weights = self.evaluator.unit_params(self.settings.granularity)
+            blocks = len(weights) // UNITS_PER_BLOCK[self.settings.granularity]
+            starts = self.evaluator.profiles(start_methods(self.settings.sparsity, blocks), self.settings.granularity)
+            queue = list(dict.fromkeys(p for p in starts if p))  # those that cannot allocate left out
             state.update(weights=weights, seen=sorted(queue))
-        else:
+        else:  # the seeds, the functions nearest the simple allocations, then random functions
             queue = list(dict.fromkeys(self.settings.seeds))
+            room = max(0, self.settings.population - len(queue))  # the first simple allocations that fit
+            starts = self.evaluator.distilled([*START_BASELINES, *TUNED][:room])
+            queue += [f for f in dict.fromkeys(starts) if f not in queue][:room]
             seen = set(queue)
             while len(queue) < self.settings.population:
                 queue.append(self._fresh(rng, seen, lambda: random_function(rng)))
@@ -277,9 +303,14 @@ class Search(CheckpointedSearch):
         state["rng"] = rng_state(rng)
         return state
 
+    def profiles(self, generation: int) -> bool:
+        """Whether `generation` is one of profiles (evopress, and hybrid from its switch on)."""
+        return self.settings.strategy == "evopress" or (self.settings.strategy == "hybrid"
+                                                         and generation >= self.settings.hybrid_switch)
+
     def _offspring(self, state: dict, rng: random.Random) -> list[str]:
         seen = set(state["seen"])
-        if self.settings.strategy == "evopress":
+        if self.profiles(state["generation"]):
             parent = state["population"][0]["text"] if state["population"] else state["seen"][0]
             make = lambda: mutate_profile(parent, state["weights"], self.settings.level_step, rng)  # noqa: E731
             queue = []
