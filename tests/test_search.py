@@ -78,6 +78,9 @@ def test_run_folder_holds_log_population_best_and_final(uninterrupted):
     assert (uninterrupted / "best.txt").read_text().strip() == best.text
     final = json.loads((uninterrupted / "final.json").read_text())
     assert set(final["held_out_perplexity"]) == {best.text, "uniform", "owl", "atp", "dlp", "first"}
+    assert final["second_corpus"]["corpus"] == "wikipedia"
+    assert final["second_corpus"]["held_out_perplexity"].keys() == final["held_out_perplexity"].keys()
+    assert final["fitness_to_held_out"] == final["held_out_perplexity"][best.text] / best.fitness
     assert set(final["zero_shot"]) == {best.text, "uniform", "owl", "atp", "dlp", "first"}
     assert all(s["six_facts"]["samples"] == 2 and s["six_facts"]["error"] is None for s in final["zero_shot"].values())
     assert len({c.text for c in log}) == len(log)  # no duplicate candidates
@@ -328,7 +331,7 @@ def controller(tmp_path, seconds=30.0, prepare_seconds=0.0, population=3, genera
         while time.monotonic() < end:
             control.checkpoint()
             time.sleep(0.01)
-        return Search(settings_, store, evaluator, held_out=lambda methods, check: {}, on_event=seen.append)
+        return Search(settings_, store, evaluator, held_out=lambda methods, check, corpus=None: {}, on_event=seen.append)
 
     return SearchController(prepare, store, seen.append), evaluator, seen
 

@@ -138,7 +138,7 @@ class StopAfter(Control):
 def run_search(tmp_path, evaluator, name="run", control=None, **settings):
     store = RunStore(tmp_path / name)
     seen = []
-    search = Search(SearchSettings(sparsity=0.7, **settings), store, evaluator, held_out=lambda m, c: {},
+    search = Search(SearchSettings(sparsity=0.7, **settings), store, evaluator, held_out=lambda m, c, corpus=None: {},
                     on_event=seen.append)
     search.begin()
     search.run(control or Control())
@@ -340,7 +340,7 @@ def test_a_group_profile_search_on_the_real_engine_keeps_the_mean_of_units_of_un
     store = RunStore(tmp_path / "group")
     settings = SearchSettings(sparsity=0.7, strategy="evopress", granularity="group", population=3, generations=2,
                               stages="")
-    search = Search(settings, store, evaluator, held_out=lambda m, c: {}, on_event=lambda e: None)
+    search = Search(settings, store, evaluator, held_out=lambda m, c, corpus=None: {}, on_event=lambda e: None)
     search.begin()
     search.run(Control())
     log = store.candidates()

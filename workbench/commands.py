@@ -176,6 +176,7 @@ def tui(args) -> int:
     from workbench.engine_api import EngineAPI
 
     params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run,
+                          strategy=args.strategy, granularity=args.granularity,
                           tasks=",".join(parse_tasks(args.tasks)), limit=args.limit or 0)
     check_plan(args, "tui", args.model, metric=args.metric)
     api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device, device_map=args.device_map)

@@ -122,6 +122,11 @@ def search(args) -> int:
               "zero_shot": final.zero_shot}
     lines = [f"best function: {result['best']}  (fitness {result['fitness']})",
              "held-out perplexity: " + ", ".join(f"{k}: {v:.3f}" for k, v in final.held_out.items())]
+    other = final.second_corpus
+    if other:
+        result["second_corpus"] = other
+        lines.append(f"on {other['corpus']} (another domain): " + (other["error"] if "error" in other else ", ".join(
+            f"{k}: {v:.3f}" for k, v in other["held_out_perplexity"].items())))
     lines += [line for method, scores in final.zero_shot.items()
               for line in zero_shot_lines(scores, f" ({'best' if method == result['best'] else method})")]
     print_result(args, result, "\n".join(lines))

@@ -39,13 +39,15 @@ class Distilled:
     tried: int  # functions compared
 
 
-def distill(profile: list[float], inputs: AllocationInputs, target: float, seed: int = 0) -> Distilled:
-    """The function whose block ratios at `target` come closest to `profile` (per-block sparsities)."""
+def distill(profile: list[float], inputs: AllocationInputs, target: float, seed: int = 0, pairs: int = PAIRS,
+            finalists: int = FINALISTS) -> Distilled:
+    """The function whose block ratios at `target` come closest to `profile` (per-block sparsities); fewer
+    `pairs` and `finalists` trade closeness for time (a search's start functions)."""
     rng = random.Random(seed)
     pre_ops = [op for op in PRE_OPS if op != "no_op"]
     chains = [()] + [(op,) for op in pre_ops]
     chains += rng.sample(list(itertools.permutations(pre_ops, 2)) + [(op, op) for op in pre_ops],
-                         min(PAIRS, len(pre_ops) ** 2))
+                         min(pairs, len(pre_ops) ** 2))
     tr_ops = [op for op in TRANSFORMS if op != "no_op"]
     transforms = [()] + [(op,) for op in tr_ops] + list(itertools.product(tr_ops, repeat=2))
     goal = torch.tensor(profile, dtype=torch.float64) - target
@@ -67,7 +69,7 @@ def distill(profile: list[float], inputs: AllocationInputs, target: float, seed:
             rough.append((float(errors[i]), i, t, *rows[i][0], transform, float(lams[i]), int(directions[i])))
     rough.sort(key=lambda r: r[:3])
     best = None
-    for _, _, _, pre, reduction, transform, lam, direction in rough[:FINALISTS]:
+    for _, _, _, pre, reduction, transform, lam, direction in rough[:finalists]:
         function = AllocationFunction(pre, reduction, transform, lam, direction)
         try:
             ratios, _ = function.block_ratios(inputs.samples, inputs.block_params, target)

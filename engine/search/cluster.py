@@ -101,8 +101,8 @@ class Worker:
     def distilled(self, methods: list[str]) -> list[str]:
         return self.scorer.distilled(methods)
 
-    def held_out(self, *args):
-        return self.scorer.held_out(*args, no_progress)
+    def held_out(self, methods, corpus=None):
+        return self.scorer.held_out(methods, no_progress, corpus)
 
     def zero_shot(self, *args):
         return self.scorer.zero_shot(*args, no_progress)
@@ -188,9 +188,9 @@ class ClusterEvaluator:
         self._announce(0)
         return [results[i] for i in range(len(texts))]
 
-    def held_out(self, methods, check: Progress):
+    def held_out(self, methods, check: Progress, corpus: str | None = None):
         """The final re-scoring, on one actor."""
-        return self._on_one("held_out", methods)
+        return self._on_one("held_out", methods, corpus)
 
     def zero_shot(self, methods, tasks, limit, check: Progress):
         """Zero-shot accuracy of the final methods, on one actor."""

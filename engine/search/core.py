@@ -175,6 +175,7 @@ class CheckpointedSearch:
             final = self.final_result(self.state, control.checkpoint)
             self.store.write_final(final)
         best = ev.Candidate.from_json(final["best"]) if final["best"] else None
-        finished = ev.SearchFinished(best, final["held_out_perplexity"], final.get("zero_shot", {}))
+        finished = ev.SearchFinished(best, final["held_out_perplexity"], final.get("zero_shot", {}),
+                                     final.get("second_corpus", {}))
         self.on_event(finished)
         return finished

@@ -108,3 +108,4 @@ class SearchFinished:
     best: Candidate | None
     held_out: dict = field(default_factory=dict)  # method/text -> held-out perplexity
     zero_shot: dict = field(default_factory=dict)  # method/text -> task -> engine.zeroshot.TaskScore as JSON
+    second_corpus: dict = field(default_factory=dict)  # corpus, and held_out_perplexity (or error) on it

@@ -34,6 +34,7 @@ from engine.allocation.mapping import check_target
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_LEVEL_STEP,
                             DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS,
                             GRANULARITIES, STRATEGIES)
+from engine.corpus import mixed_sources
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.metrics import check_metric
@@ -274,6 +275,14 @@ class Search(CheckpointedSearch):
         if self.held_out is not None:
             methods = ([best["text"]] if best else []) + ["uniform", "owl", "atp", "dlp", "first"]
             final["held_out_perplexity"] = self.held_out(methods, check)
+            held = final["held_out_perplexity"].get(best["text"]) if best else None
+            if held is not None and self.settings.fitness == "ppl":  # how far the fitness figure was from held-out
+                final["fitness_to_held_out"] = held / best["fitness"]
+            other = second_corpus(d.corpus)
+            try:
+                final["second_corpus"] = {"corpus": other, "held_out_perplexity": self.held_out(methods, check, other)}
+            except WorkbenchError as exc:  # its package is not installed: said, the rest stands
+                final["second_corpus"] = {"corpus": other, "error": str(exc)}
             if self.settings.tasks:
                 final["zero_shot"] = self.evaluator.zero_shot(methods, self.settings.tasks, self.settings.limit,
                                                               check)
@@ -353,6 +362,12 @@ class Search(CheckpointedSearch):
                 seen.add(text)
                 return text
         raise WorkbenchError("the search space is exhausted: no new function found")
+
+
+def second_corpus(corpus: str | None) -> str:
+    """The corpus of another domain every final best is also scored on: Wikipedia, or the speeches where the
+    search's own corpus has Wikipedia in it."""
+    return "sotu" if "wikipedia" in mixed_sources(corpus) else "wikipedia"
 
 
 def ratio_key(stage: int, ratios) -> str:
