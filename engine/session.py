@@ -135,7 +135,8 @@ class Session:
         key = _score_metric(metric)
         return key in self._inputs and "samples" in self._inputs[key].__dict__
 
-    def allocate(self, method: str, target: float, metric: str = "wanda", progress: Progress | None = None) -> Allocation:
+    def allocate(self, method: str, target: float, metric: str = "wanda",
+                 progress: Progress | None = None) -> Allocation:
         """OWL's outlier fractions and DLP's block scores come from Wanda scores whatever the metric, as in their
         reference code; the tuned baselines (first, ends, atp) pick their value on the fitness split."""
         if method in TUNED:

@@ -11,8 +11,8 @@ import torch
 
 from engine.allocation.function import PUBLISHED_DSA, AllocationFunction
 from engine.allocation.mapping import check_target, rebalance, scaled_ratios, solve_weighted_mean, spread_ratios
-from engine.allocation.profiles import (ATP, PROFILE, TUNED, TUNED_KNOB, block_form_ratios, block_form_text, is_block_form,
-                                        parse_block_form)
+from engine.allocation.profiles import (ATP, PROFILE, TUNED, TUNED_KNOB, block_form_ratios, block_form_text,
+                                        is_block_form, parse_block_form)
 from engine.allocation.samples import DEFAULT_SAMPLE_SIZE, BlockSample, sample_blocks
 from engine.allocation.units import granularity_of, unit_linears, unit_params
 from engine.architecture import Block, block_means
@@ -175,8 +175,8 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
             linear = {n: r for unit, r in zip(unit_linears(inputs.blocks, granularity), ratios) for n in unit}
             return replace(_from_linears(canonical_method(method), target, inputs, linear), unit_ratios=tuple(ratios))
         parameters = {TUNED_KNOB[kind]: values[0]} if kind in TUNED else None
-        return _from_blocks(canonical_method(method), target, inputs, block_form_ratios(method, inputs.block_params, target),
-                            parameters=parameters)
+        ratios = block_form_ratios(method, inputs.block_params, target)
+        return _from_blocks(canonical_method(method), target, inputs, ratios, parameters=parameters)
     if method in TUNED:
         raise WorkbenchError(f"'{method}' picks its value on the fitness split: allocate it through a session, "
                              f"or give the value ('{method}:{0.004 if method == ATP else 0.3}')")

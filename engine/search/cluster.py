@@ -101,8 +101,9 @@ class Worker:
     def distilled(self, methods: list[str]) -> list[str]:
         return self.scorer.distilled(methods)
 
-    def held_out(self, methods, corpus=None):
-        return self.scorer.held_out(methods, no_progress, corpus)
+    def held_out(self, methods, *corpus):
+        """The scorer's held-out perplexities (a DSA scorer also takes the corpus to score them on)."""
+        return self.scorer.held_out(methods, no_progress, *corpus)
 
     def zero_shot(self, *args):
         return self.scorer.zero_shot(*args, no_progress)
@@ -190,7 +191,7 @@ class ClusterEvaluator:
 
     def held_out(self, methods, check: Progress, corpus: str | None = None):
         """The final re-scoring, on one actor."""
-        return self._on_one("held_out", methods, corpus)
+        return self._on_one("held_out", methods, *([corpus] if corpus else []))
 
     def zero_shot(self, methods, tasks, limit, check: Progress):
         """Zero-shot accuracy of the final methods, on one actor."""

@@ -1,6 +1,6 @@
 """Candidate evaluation on one loaded model. engine.search.cluster.ClusterEvaluator has the same interface
-(`workers`, `prepare`, `ratios`, `unit_params`, `profiles`, `distilled`, `evaluate`, `held_out`, `zero_shot`) over Ray workers, each holding
-one of these."""
+(`workers`, `prepare`, `ratios`, `unit_params`, `profiles`, `distilled`, `evaluate`, `held_out`, `zero_shot`) over
+Ray workers, each holding one of these."""
 
 from __future__ import annotations
 

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from engine.allocation import AllocationFunction
+from engine.allocation.mapping import check_target
 from engine.allocation.profiles import TUNED
 from engine.allocation.units import UNITS_PER_BLOCK
-from engine.allocation.mapping import check_target
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_LEVEL_STEP,
                             DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS,
                             GRANULARITIES, STRATEGIES)
@@ -255,7 +255,8 @@ class Search(CheckpointedSearch):
             return
         if self.settings.strategy == "hybrid" and state["generation"] == self.settings.hybrid_switch:
             best = state["population"][0]  # the parent of the profile phase: the best function's allocation
-            state["population"] = [{**best, "text": self.evaluator.profiles([best["text"]], self.settings.granularity)[0]}]
+            profile = self.evaluator.profiles([best["text"]], self.settings.granularity)[0]
+            state["population"] = [{**best, "text": profile}]
             state["weights"] = self.evaluator.unit_params(self.settings.granularity)
         rng = restore_rng(state["rng"])
         self._start_generation(state, self._offspring(state, rng))
