@@ -172,8 +172,7 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
         if kind == PROFILE and len(values) != len(inputs.blocks):  # a profile of groups or linears
             granularity = granularity_of(len(values), len(inputs.blocks))
             ratios = rebalance(list(values), unit_params(inputs.blocks, granularity), target)
-            linear = {n: r for unit, r in zip(unit_linears(inputs.blocks, granularity), ratios) for n in unit}
-            return replace(_from_linears(canonical_method(method), target, inputs, linear), unit_ratios=tuple(ratios))
+            return _from_units(canonical_method(method), target, inputs, granularity, ratios)
         parameters = {TUNED_KNOB[kind]: values[0]} if kind in TUNED else None
         ratios = block_form_ratios(method, inputs.block_params, target)
         return _from_blocks(canonical_method(method), target, inputs, ratios, parameters=parameters)
@@ -202,8 +201,7 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
         values = function.block_values(inputs.group_samples)
         ratios = spread_ratios(values.tolist(), unit_params(inputs.blocks, "group"), target, function.lam,
                                function.direction)
-        linear = {n: r for unit, r in zip(unit_linears(inputs.blocks, "group"), ratios) for n in unit}
-        return replace(_from_linears(str(function), target, inputs, linear), unit_ratios=tuple(ratios))
+        return _from_units(str(function), target, inputs, "group", ratios)
     reference = function.nan == "reference"  # as the reference code: whole blocks, non-finite values replaced
     values, replaced = function.values_and_replaced(inputs.whole_blocks() if reference else inputs.samples)
     ratios = spread_ratios(values.tolist(), inputs.block_params, target, function.lam, function.direction)
@@ -215,6 +213,13 @@ def _from_blocks(method, target, inputs, block_ratios, values=None, parameters=N
     linear = {n: r for b, r in zip(inputs.blocks, block_ratios) for n in b.linears}
     return Allocation(method, target, linear, tuple(block_ratios), tuple(values) if values is not None else None,
                       parameters)
+
+
+def _from_units(method, target, inputs, granularity: str, unit_ratios: list[float]) -> Allocation:
+    """One ratio per unit (engine.allocation.units) given to each of its linears."""
+    units = unit_linears(inputs.blocks, granularity)
+    linear = {n: r for unit, r in zip(units, unit_ratios) for n in unit}
+    return replace(_from_linears(method, target, inputs, linear), unit_ratios=tuple(unit_ratios))
 
 
 def _from_linears(method, target, inputs, linear_ratios: dict[str, float]) -> Allocation:
