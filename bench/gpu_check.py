@@ -108,23 +108,24 @@ def candidates_per_minute(run: Path) -> dict:
 def tui(model: Path, run: Path) -> dict:
     """The real app with the real engine, driven headless: load, start, pause, step, stop, quit."""
     from engine.data_config import DataConfig
-    from screens.settings import SearchParams
     from workbench.app import AppConfig, make_app
+    from workbench.contract import RunOptions
     from workbench.engine_api import EngineAPI
     from workbench.options import data_config
     from workbench.cli import build_parser
 
     args = build_parser().parse_args(["tui", *DATA, *FITNESS])
     data: DataConfig = data_config(args)
-    app = make_app(AppConfig(params=SearchParams(sparsity=0.6, population=24, generations=5, run=str(run)),
-                             redraw_s=0.5), EngineAPI(str(model), data, dtype="bfloat16"))
+    api = EngineAPI(str(model), data, dtype="bfloat16")
+    settings = api.search_settings(sparsity=0.6, population=24, generations=5)
+    app = make_app(AppConfig(settings, RunOptions(str(run)), redraw_s=0.5), api)
     seen: list[str] = []
 
     async def until(pilot, predicate, timeout):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if not seen or seen[-1] != app.search_state:
-                seen.append(app.search_state)
+            if not seen or seen[-1] != app.dsa.state:
+                seen.append(app.dsa.state)
             if predicate():
                 return True
             await pilot.pause(0.02)
@@ -136,15 +137,15 @@ def tui(model: Path, run: Path) -> dict:
             await until(pilot, lambda: app.status_text.startswith("ready"), 300)
             ready = time.monotonic() - t0
             await pilot.press("s")
-            await until(pilot, lambda: app.search_state == "running", 300)
+            await until(pilot, lambda: app.dsa.state == "running", 300)
             await until(pilot, lambda: len(app.scored_times) >= 2, 300)
             await pilot.press("p")
-            await until(pilot, lambda: app.search_state == "paused", 60)
+            await until(pilot, lambda: app.dsa.state == "paused", 60)
             before = len(app.scored_times)
             await pilot.press("n")
-            await until(pilot, lambda: app.search_state == "paused" and len(app.scored_times) > before, 120)
+            await until(pilot, lambda: app.dsa.state == "paused" and len(app.scored_times) > before, 120)
             await pilot.press("t")
-            await until(pilot, lambda: app.search_state == "stopped", 60)
+            await until(pilot, lambda: app.dsa.state == "stopped", 60)
             status = app.status_line()
             await pilot.press("ctrl+q")
             return {"ready_s": ready, "states": seen, "status_line": status}

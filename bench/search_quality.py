@@ -62,7 +62,7 @@ from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
 from engine.search import events as ev  # noqa: E402
-from engine.search.control import Control, SearchStopped  # noqa: E402
+from engine.search.control import Control, SearchState, SearchStopped  # noqa: E402
 from engine.search.evaluator import SessionEvaluator  # noqa: E402
 from engine.search.genome import random_function  # noqa: E402
 from engine.search.search import Search, SearchSettings  # noqa: E402
@@ -126,7 +126,7 @@ class Budget(Control):
     def __init__(self, limit: float, cost: dict[int, float]):
         super().__init__()
         self.limit, self.cost, self.spent = limit, cost, 0.0
-        self.enter("running")
+        self.enter(SearchState.RUNNING)
 
     def spend(self, candidate: ev.Candidate) -> None:
         if candidate.duplicate_of is None and candidate.scored:
@@ -192,7 +192,7 @@ class Proposals(Control):
     def __init__(self, limit: int, proposed: int):
         super().__init__()
         self.limit, self.proposed = limit, proposed
-        self.enter("running")
+        self.enter(SearchState.RUNNING)
 
     def count(self, candidate: ev.Candidate) -> None:
         if candidate.stage == 0:

@@ -59,6 +59,9 @@ class Session:
         self._backup: HostBackup | None = None  # while the weights are pruned in place
         self._changed = False  # the weights were changed in place with no copy kept
         self.pruned: PruneResult | None = None
+        # The caches' sizes (cache_bytes) as of the last allocation, pruning or dense reference: published for
+        # other threads to read, replaced whole and never changed in place.
+        self.memory: dict[str, int] = {}
         # Held around any prune-then-measure sequence when several threads share the model.
         self.lock = threading.RLock()
 
@@ -142,10 +145,14 @@ class Session:
         if method in TUNED:
             tried = self.tuned_values(method, target, metric, progress)
             picked = compute_allocation(min(tried, key=tried.get), target, self.allocation_inputs(metric))
-            return replace(picked, parameters={**picked.parameters, "picked_on": "fitness-split perplexity",
-                                               "tried": {text.partition(":")[2]: round(ppl, 4)
-                                                         for text, ppl in tried.items()}})
-        return compute_allocation(method, target, self.allocation_inputs("wanda" if method in ("owl", "dlp") else metric))
+            allocation = replace(picked, parameters={**picked.parameters, "picked_on": "fitness-split perplexity",
+                                                     "tried": {text.partition(":")[2]: round(ppl, 4)
+                                                               for text, ppl in tried.items()}})
+        else:
+            allocation = compute_allocation(method, target,
+                                            self.allocation_inputs("wanda" if method in ("owl", "dlp") else metric))
+        self.memory = self.cache_bytes()
+        return allocation
 
     def tuned_values(self, kind: str, target: float, metric: str, progress: Progress | None = None) -> dict[str, float]:
         """A tuned baseline's texts on its grid (engine.allocation.profiles.tuning_grid) with their perplexity
@@ -202,6 +209,7 @@ class Session:
                 self._keep_dense()
                 pruner.prune_in_place(ratios, progress)
         self.pruned = PruneResult(allocation, metric, str(pattern) if pattern else None, calibration)
+        self.memory = self.cache_bytes()
         return self.pruned
 
     def write_pruned(self) -> None:
@@ -277,6 +285,7 @@ class Session:
                 self._references[split] = DenseReference(self.model, self.windows(split),
                                                           batch_size=self.data.batch_size,
                                                           progress=progress or self.progress)
+            self.memory = self.cache_bytes()
         return self._references[split]
 
     def kl(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None) -> float:
@@ -285,13 +294,14 @@ class Session:
                                                         windows=self._window_count(tokens))
 
     def cache_bytes(self) -> dict[str, int]:
-        """Memory held by the caches that make re-pruning cheap, by cache."""
+        """Memory held by the caches that make re-pruning cheap, by cache. (Each dict is copied before it is read:
+        another engine thread may add to it meanwhile.)"""
         tensors = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
-        return {"row ranks": sum(p.rank_bytes() for p in self._pruners.values()),
+        return {"row ranks": sum(p.rank_bytes() for p in list(self._pruners.values())),
                 "calibration": self._calibration.nbytes() if self._calibration else 0,
-                "block samples": sum(tensors(s.matrix for s in i.samples) for i in self._inputs.values()
+                "block samples": sum(tensors(s.matrix for s in i.samples) for i in list(self._inputs.values())
                                      if "samples" in i.__dict__),
-                "dense references": sum(r.nbytes for r in self._references.values()),
+                "dense references": sum(r.nbytes for r in list(self._references.values())),
                 "host copy of the dense weights": self._backup.nbytes if self._backup else 0}
 
 

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from screens.messages import AllocationView
+from workbench.contract import AllocationView
 from screens.plots import LivePlot
 
 

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from screens.messages import CandidateSelected, ScoredCandidate
+from screens.messages import CandidateSelected
+from workbench.contract import ScoredCandidate
 from screens.sparkline import sparkline
 
 SORTS = ("fitness", "index")

@@ -5,34 +5,9 @@ a thread worker and posts the past-tense result."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from textual.message import Message
 
-
-@dataclass(frozen=True)
-class AllocationView:
-    """One allocation as the panes see it."""
-
-    method: str
-    target: float
-    block_ratios: tuple[float, ...]
-    block_values: tuple[float, ...] | None = None
-    group_ratios: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # attention, MLP per block, where apart
-
-
-@dataclass(frozen=True)
-class ScoredCandidate:
-    index: int
-    generation: int
-    text: str
-    fitness: float | None
-    ratios: tuple[float, ...]
-    seconds: float
-    reason: str | None = None
-    strategy: str = "editor"  # what proposed it: a search strategy, or the editor
-    stage: int = 0  # the selection stage its fitness is from
-    final: bool = True  # scored on the whole fitness split (comparable with every final entry)
+from workbench.contract import AllocationView, ScoredCandidate
 
 
 class PreviewRequested(Message):

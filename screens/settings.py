@@ -1,9 +1,11 @@
 """Search settings: target sparsity, metric, fitness, strategy, profile granularity, population, generations,
-selection stages, run folder, cluster; the zero-shot tasks of the compare pane."""
+selection stages, the zero-shot tasks of the compare pane (the engine's SearchSettings, which validates them);
+the run folder and the cluster (RunOptions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,41 +13,27 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Select, Static
 
-from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_METRIC,
-                            DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STRATEGY,
-                            FITNESS, FITNESS_LABELS, GRANULARITIES, GRANULARITY_LABELS, METRICS, STRATEGIES)
-from engine.zeroshot import parse_tasks
+from engine.choices import FITNESS, FITNESS_LABELS, GRANULARITIES, GRANULARITY_LABELS, METRICS, STRATEGIES
 from screens.text_box import TextBox
+from workbench.contract import RunOptions
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    sparsity: float = DEFAULT_SPARSITY
-    metric: str = DEFAULT_METRIC
-    fitness: str = DEFAULT_FITNESS
-    strategy: str = DEFAULT_STRATEGY
-    granularity: str = DEFAULT_GRANULARITY  # evopress and hybrid profiles: block, group or linear
-    population: int = DEFAULT_POPULATION
-    generations: int = DEFAULT_GENERATIONS
-    stages: str = DEFAULT_SEARCH_STAGES  # TOKENS:KEEP,... before the whole fitness split
-    run: str = DEFAULT_RUN
-    resume: bool = False
-    cluster: str = ""  # "": candidates on the loaded model; "local" or a Ray address: on Ray workers
-    workers: int = 0  # 0: the cluster's default (one per GPU)
-    tasks: str = ""  # zero-shot tasks the compare pane scores next to perplexity (engine.zeroshot)
-    limit: int = 0  # 0: every example of each task
+class SettingsScreen(ModalScreen[tuple | None]):
+    """Edits the next search's settings and run options; dismissed with (settings, options), or None."""
 
-
-class SettingsScreen(ModalScreen[SearchParams | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel"),
                 Binding("ctrl+s", "save", "Apply", id="settings.apply")]
 
-    def __init__(self, params: SearchParams) -> None:
+    def __init__(self, settings, options: RunOptions, validate: Callable[..., object]) -> None:
+        """`settings`: the engine's SearchSettings; `validate(settings, **fields)`: those settings with the dialog's
+        fields, or ValueError saying what is wrong (the engine's check)."""
         super().__init__()
-        self.params = params
+        self.settings = settings
+        self.options = options
+        self.validate = validate
 
     def compose(self) -> ComposeResult:
-        p = self.params
+        p, o = self.settings, self.options
         with Vertical(id="settings-box"):
             yield Static("[b]Search settings[/b]  (ctrl+s apply, escape cancel)")
             with Grid(id="settings-grid"):
@@ -66,19 +54,20 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
                 yield Label("generations")
                 yield TextBox(str(p.generations), id="generations")
                 yield Label("selection stages")
-                yield TextBox(p.stages, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
+                yield TextBox("auto" if p.stages_are_auto else p.stages_text, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
                 yield Label("run folder")
-                yield TextBox(p.run, id="run")
+                yield TextBox(o.run, id="run")
                 yield Label("cluster (Ray)")
-                yield TextBox(p.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
+                yield TextBox(o.cluster, placeholder="empty: this model; local; ray://head:10001", id="cluster")
                 yield Label("workers")
-                yield TextBox(str(p.workers or ""), placeholder="one per GPU", id="workers")
+                yield TextBox(str(o.workers or ""), placeholder="one per GPU", id="workers")
                 yield Label("zero-shot tasks")
-                yield TextBox(p.tasks, placeholder="compare pane: e.g. general_facts or arc_easy,piqa", id="tasks")
+                yield TextBox(",".join(p.tasks), placeholder="compare pane: e.g. general_facts or arc_easy,piqa",
+                              id="tasks")
                 yield Label("zero-shot limit")
                 yield TextBox(str(p.limit or ""), placeholder="every example", id="limit")
                 yield Label("resume that run")
-                yield Select([("no, start a new run", False), ("yes, continue it", True)], value=p.resume,
+                yield Select([("no, start a new run", False), ("yes, continue it", True)], value=o.resume,
                              allow_blank=False, id="resume")
             yield Static("", id="settings-error")
             with Horizontal(id="settings-buttons"):
@@ -93,19 +82,26 @@ class SettingsScreen(ModalScreen[SearchParams | None]):
 
     def action_save(self) -> None:
         value = lambda wid: self.query_one(f"#{wid}").value  # noqa: E731
+        error = self.query_one("#settings-error", Static)
         try:
             sparsity = float(value("sparsity"))
             population, generations = int(value("population")), int(value("generations"))
             workers, limit = int(value("workers") or 0), int(value("limit") or 0)
         except ValueError:
-            self.query_one("#settings-error", Static).update("sparsity must be a number; population, generations, "
-                                                            "workers and the zero-shot limit whole numbers")
+            error.update("sparsity must be a number; population, generations, workers and the zero-shot limit "
+                         "whole numbers")
             return
-        if not 0 < sparsity < 1 or population < 2 or generations < 1 or not value("run").strip():
-            self.query_one("#settings-error", Static).update(
-                "need 0 < sparsity < 1, population >= 2, generations >= 1 and a run folder")
+        if not value("run").strip():
+            error.update("the run folder is empty")
             return
-        self.dismiss(replace(self.params, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
-                             strategy=value("strategy"), granularity=value("granularity"), population=population, generations=generations,
-                             stages=value("stages").strip(), run=value("run").strip(), resume=value("resume"), cluster=value("cluster").strip(),
-                             workers=max(0, workers), tasks=",".join(parse_tasks(value("tasks"))), limit=max(0, limit)))
+        try:
+            settings = self.validate(
+                self.settings, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"), strategy=value("strategy"),
+                granularity=value("granularity"), population=population, generations=generations,
+                stages=value("stages").strip(), tasks=value("tasks"), limit=limit or None)
+        except ValueError as exc:
+            error.update(str(exc))
+            return
+        options = replace(self.options, run=value("run").strip(), resume=value("resume"),
+                          cluster=value("cluster").strip(), workers=max(0, workers))
+        self.dismiss((settings, options))

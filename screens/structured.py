@@ -12,24 +12,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
 
-from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAULT_STRUCTURED_GENERATIONS,
-                            DEFAULT_STRUCTURED_RUN, DEFAULT_TARGET_PARAMS)
 from screens.messages import StructuredExportRequested, StructuredStartRequested
 from screens.plots import LivePlot
 from screens.text_box import TextBox
+from workbench.contract import StructuredParams
 
 STAGE_COLUMNS = ("stage", "in", "keep", "fine-tune", "fitness", "scored", "best KL")  # tokens per stage
-
-
-@dataclass(frozen=True)
-class StructuredParams:
-    run: str = DEFAULT_STRUCTURED_RUN
-    target: float = DEFAULT_TARGET_PARAMS  # fraction of decoder linear parameters kept
-    generations: int = DEFAULT_STRUCTURED_GENERATIONS
-    offspring: int = DEFAULT_OFFSPRING
-    stages: str = DEFAULT_STAGES
-    one_shot: bool = False
-    lr: float = DEFAULT_LR
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ their events come in the engine's own order and at its own moments."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 import time
 import zlib
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from engine.allocation import AllocationFunction
 from engine.allocation.profiles import profile_text
 from engine.allocation.samples import BlockSample
+from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.search.controller import SearchController
 from engine.search.core import attempt
@@ -23,8 +25,8 @@ from engine.search.search import Search, SearchSettings
 from engine.search.store import RunStore
 from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages
 from engine.structured.structure import Shapes
-from screens.messages import AllocationView
-from workbench.engine_api import EngineAPI, ModelInfo, StructuredInfo, user_errors
+from workbench.contract import AllocationView, ModelInfo, StructuredInfo
+from workbench.engine_api import EngineAPI, user_errors
 
 N_BLOCKS = 12
 
@@ -114,6 +116,7 @@ class FakeAPI(EngineAPI):
         self.controller: SearchController | None = None
         self.searches: list[SearchController] = []
         self.folder = Path(tempfile.mkdtemp(prefix="fake-runs-"))  # run folders land here
+        self.model_source, self.data = None, DataConfig()  # what search_settings gives a search
 
     def load(self, status, progress=lambda *a: None):
         status("loading fake model")
@@ -163,17 +166,17 @@ class FakeAPI(EngineAPI):
         return {"uniform": 501.0, "owl": 480.0}.get(method, 450.0), scores
 
     @user_errors
-    def start_search(self, params, seeds, on_event, status, progress=lambda *a: None):
+    def start_search(self, settings, options, seeds, on_event, status, progress=lambda *a: None):
         """The real controller and search loop (so the events come in the engine's order) over fast scores."""
-        self.calls.append(("start_search", params, tuple(seeds)))
+        self.calls.append(("start_search", settings, options, tuple(seeds)))
         self._one_search_at_a_time()
-        store = RunStore(self.folder / params.run)
-        settings = SearchSettings(sparsity=params.sparsity, population=min(params.population, 4),
-                                  generations=min(params.generations, 3), seeds=tuple(seeds),
-                                  strategy=params.strategy, stages=params.stages)
-        if params.resume:
+        store = RunStore(self.folder / options.run)
+        if options.resume:
             settings = SearchSettings.from_json(store.settings())
         else:
+            settings = replace(settings, population=min(settings.population, 4), seeds=tuple(seeds),
+                               generations=min(settings.generations, 3),
+                               stages="auto" if settings.stages_are_auto else settings.stages)
             store.check_new()
         scores = SlowScores(self.candidate_seconds, self.samples)
 

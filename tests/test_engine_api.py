@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.search import events as ev
-from screens.settings import SearchParams
+from workbench.contract import RunOptions
 from waiting import scaled, wait_for
 from workbench.engine_api import EngineAPI
 
@@ -28,6 +28,8 @@ def test_allocation_fitness_held_out_and_errors(api):
         api.allocation("abs | varr | tanh", 0.6, "wanda")
     assert api.parse(api.format(api.parse("abs | var | tanh | dir=-"))) == api.parse("abs | var | tanh | dir=-")
     assert "MiB" in api.memory()
+    # the UI thread reads the caches' sizes the session published after its last pruning, never its dicts
+    assert api.session.memory == api.session.cache_bytes() and api.session.memory["row ranks"] > 0
 
 
 def test_held_out_scores_zero_shot_tasks_of_the_pruned_model_with_progress(api):
@@ -43,8 +45,8 @@ def test_held_out_scores_zero_shot_tasks_of_the_pruned_model_with_progress(api):
 
 def test_search_and_export(api, tmp_path):
     seen = []
-    params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
-    controller = api.start_search(params, ["abs | mean | no_op"], seen.append, lambda message: None)
+    params = api.search_settings(sparsity=0.6, population=2, generations=1), RunOptions(str(tmp_path / "run"))
+    controller = api.start_search(*params, ["abs | mean | no_op"], seen.append, lambda message: None)
     assert controller.join(scaled(60))
     assert isinstance(seen[-2], ev.SearchFinished) and seen[-1] == ev.StateChanged("finished", evaluated=2)
     assert seen[-2].held_out.keys() >= {"uniform", "owl", "first"}
@@ -60,8 +62,8 @@ def states(seen):
 
 def test_real_engine_pause_then_step_and_step_then_stop(api, tmp_path):
     seen = []
-    params = SearchParams(sparsity=0.6, population=20, generations=5, run=str(tmp_path / "run"))
-    controller = api.start_search(params, [], seen.append, lambda message: None)
+    params = api.search_settings(sparsity=0.6, population=20, generations=5), RunOptions(str(tmp_path / "run"))
+    controller = api.start_search(*params, [], seen.append, lambda message: None)
     assert wait_for(lambda: any(isinstance(e, ev.CandidateScored) for e in seen))
     for _ in range(3):
         controller.pause()
@@ -75,18 +77,18 @@ def test_real_engine_pause_then_step_and_step_then_stop(api, tmp_path):
     assert states(seen)[-3:] in (["stepping", "stopping", "stopped"], ["paused", "stopping", "stopped"])
     assert seen[-1].resumable and (tmp_path / "run" / "run.json").exists()
     with pytest.raises(ValueError, match="already holds a search"):
-        api.start_search(params, [], seen.append, lambda message: None)
+        api.start_search(*params, [], seen.append, lambda message: None)
 
 
 def test_real_engine_stop_while_preparing_writes_nothing(tiny_model_dir, tiny_data, tmp_path):
     api = EngineAPI(str(tiny_model_dir), tiny_data, device="cpu")
     api.load(lambda message: None)  # a fresh session: the search must calibrate while preparing
     seen = []
-    params = SearchParams(sparsity=0.6, population=2, generations=1, run=str(tmp_path / "run"))
-    controller = api.start_search(params, [], seen.append, lambda message: None)
+    params = api.search_settings(sparsity=0.6, population=2, generations=1), RunOptions(str(tmp_path / "run"))
+    controller = api.start_search(*params, [], seen.append, lambda message: None)
     controller.stop()
     assert controller.join(scaled(30))
     assert states(seen) == ["preparing", "stopping", "stopped"] and not seen[-1].resumable
     assert not (tmp_path / "run").exists()
-    controller = api.start_search(params, [], seen.append, lambda message: None)  # nothing blocks a new start
+    controller = api.start_search(*params, [], seen.append, lambda message: None)  # nothing blocks a new start
     assert controller.join(scaled(60)) and controller.state == "finished"

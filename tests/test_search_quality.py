@@ -13,10 +13,10 @@ from engine.allocation.mapping import rebalance
 from engine.allocation.profiles import block_form_ratios, is_block_form, parse_block_form, profile_text, protect_levels
 from engine.errors import InvalidFunctionError, WorkbenchError
 from engine.search import events as ev
-from engine.search.control import Control, SearchStopped
+from engine.search.control import Control, SearchState, SearchStopped
 from engine.search.core import attempt
 from engine.search.levels import mutate_profile, start_methods
-from engine.search.search import Search, SearchSettings, parse_search_stages
+from engine.search.search import Search, SearchSettings, SelectionStage, parse_search_stages
 from engine.search.store import RunStore
 from workbench.cli import main
 
@@ -69,7 +69,7 @@ def test_level_switches_move_equal_numbers_of_weights_keep_the_mean_and_stay_on_
 
 
 def test_stage_specs_are_checked():
-    assert parse_search_stages("512:8,1024:4") == ((512, 8), (1024, 4))
+    assert parse_search_stages("512:8,1024:4") == (SelectionStage(512, 8), SelectionStage(1024, 4))
     for bad in ("512", "512:8,256:4", "512:4,1024:8", "x:1", "0:3"):
         with pytest.raises(WorkbenchError, match="--stages"):
             parse_search_stages(bad)
@@ -126,7 +126,7 @@ class StopAfter(Control):
     def __init__(self, n: int):
         super().__init__()
         self.n = n
-        self.enter("running")
+        self.enter(SearchState.RUNNING)
 
     def candidate_done(self):
         self.n -= 1

@@ -26,7 +26,7 @@ async def freeze(pilot):
 async def settle(pilot):
     app = pilot.app
     end = time.monotonic() + 5
-    while time.monotonic() < end and not (app.search_state == "idle" and app.status_text.startswith("ready")):
+    while time.monotonic() < end and not (app.dsa.state == "idle" and app.status_text.startswith("ready")):
         await pilot.pause(0.02)
     await pilot.pause(0.3)
 
@@ -92,7 +92,7 @@ def test_structured(snap_compare):
         pilot.app.query_one("#structured-stages").value = "2:1024:512,1:4096:2048"
         await pilot.press("s")
         end = time.monotonic() + 10
-        while time.monotonic() < end and pilot.app.structured_state != "finished":
+        while time.monotonic() < end and pilot.app.structured.state != "finished":
             await pilot.pause(0.05)
         await pilot.pause(0.3)
         await freeze(pilot)

@@ -14,7 +14,7 @@ from screens.export import Export
 from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
 from screens.plots import LivePlot
-from screens.settings import SearchParams, SettingsScreen
+from screens.settings import SettingsScreen
 from screens.structured import Structured
 from waiting import scaled
 from workbench.app import AppConfig, make_app
@@ -22,8 +22,12 @@ from workbench.app import AppConfig, make_app
 SIZE = (120, 40)
 
 
-def app_with(api=None, **config):
-    return make_app(AppConfig(redraw_s=config.pop("redraw_s", 0.1), **config), api or FakeAPI())
+def app_with(api=None, settings: dict | None = None, **config):
+    """An app on the fake API (or `api`), its search settings changed by `settings`."""
+    api = api or FakeAPI()
+    if settings is not None:
+        config["settings"] = api.search_settings(**settings)
+    return make_app(AppConfig(redraw_s=config.pop("redraw_s", 0.1), **config), api)
 
 
 async def wait_until(pilot, predicate, timeout=5.0):
@@ -63,18 +67,18 @@ def test_a_view_of_group_or_linear_ratios_has_attention_and_mlp_apart_and_weight
 
 async def test_the_dashboard_draws_attention_and_mlp_apart_with_letters_for_a_group_best():
     from fake_engine import N_BLOCKS
-    from screens.messages import ScoredCandidate
+    from workbench.contract import ScoredCandidate
 
     app = app_with()
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: app.info is not None)
         groups = tuple(0.6 if u % 2 == 0 else 0.8 for u in range(2 * N_BLOCKS))
-        app._show_best(ScoredCandidate(0, 0, "profile:x", 10.0, groups, 1.0))
+        app.dsa.show_best(ScoredCandidate(0, 0, "profile:x", 10.0, groups, 1.0))
         plot = app.query_one("#sparsity-plot", LivePlot)
         attention, mlp = plot._series["best attention (A)"], plot._series["best MLP (M)"]
         assert attention[1] == pytest.approx([0.6] * N_BLOCKS) and attention[2] == "A"
         assert mlp[1] == pytest.approx([0.8] * N_BLOCKS) and mlp[2] == "M" and "best" not in plot._series
-        app._show_best(ScoredCandidate(1, 1, "abs | mean | no_op", 9.0, (0.7,) * N_BLOCKS, 1.0))
+        app.dsa.show_best(ScoredCandidate(1, 1, "abs | mean | no_op", 9.0, (0.7,) * N_BLOCKS, 1.0))
         assert "best" in plot._series and "best MLP (M)" not in plot._series
 
 
@@ -105,11 +109,11 @@ async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.search_state == "finished")
+        assert await wait_until(pilot, lambda: app.dsa.state == "finished")
         board = app.query_one(Leaderboard)
         assert len(board.candidates) == 12
-        assert app.generations == [0, 1, 2]
-        assert app.best.fitness == min(c.fitness for c in board.candidates.values())
+        assert app.dsa.generations == [0, 1, 2]
+        assert app.dsa.best.fitness == min(c.fitness for c in board.candidates.values())
         assert "held-out" in app.status_text
 
 
@@ -118,28 +122,28 @@ async def test_pause_resume_step_stop_bindings_follow_state():
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
-        assert app.check_action("pause", ()) is False and app.check_action("start_search", ()) is True
+        assert app.check_action("search", ("pause",)) is False and app.check_action("search", ("start",)) is True
         await pilot.press("s")
-        assert app.check_action("start_search", ()) is False  # "preparing" arrived before the next key
-        assert await wait_until(pilot, lambda: app.search_state == "running")
+        assert app.check_action("search", ("start",)) is False  # "preparing" arrived before the next key
+        assert await wait_until(pilot, lambda: app.dsa.state == "running")
         await pilot.press("p")
-        assert await wait_until(pilot, lambda: app.search_state == "paused")
-        assert app.check_action("resume", ()) is True and app.check_action("pause", ()) is False
+        assert await wait_until(pilot, lambda: app.dsa.state == "paused")
+        assert app.check_action("search", ("resume",)) is True and app.check_action("search", ("pause",)) is False
         await pilot.press("r")
-        assert await wait_until(pilot, lambda: app.search_state == "running")
+        assert await wait_until(pilot, lambda: app.dsa.state == "running")
         for _ in range(3):  # pause during a candidate, then step: always ends paused with Resume offered
             await pilot.press("p")
-            assert await wait_until(pilot, lambda: app.search_state == "paused")
+            assert await wait_until(pilot, lambda: app.dsa.state == "paused")
             before = len(app.query_one(Leaderboard).candidates)
             await pilot.press("n")
             assert await wait_until(pilot, lambda: len(app.query_one(Leaderboard).candidates) == before + 1)
-            assert await wait_until(pilot, lambda: app.search_state == "paused")
-            assert app.check_action("resume", ()) is True
+            assert await wait_until(pilot, lambda: app.dsa.state == "paused")
+            assert app.check_action("search", ("resume",)) is True
         await pilot.press("t")
-        assert await wait_until(pilot, lambda: app.search_state == "stopped")
-        assert app.params.resume  # s continues from the checkpoint
+        assert await wait_until(pilot, lambda: app.dsa.state == "stopped")
+        assert app.dsa.options.resume  # s continues from the checkpoint
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.search_state == "finished", timeout=15)
+        assert await wait_until(pilot, lambda: app.dsa.state == "finished", timeout=15)
 
 
 async def test_stop_works_while_preparing():
@@ -148,11 +152,11 @@ async def test_stop_works_while_preparing():
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.search_state == "preparing")
-        assert app.check_action("stop", ()) is True and app.check_action("pause", ()) is False
+        assert await wait_until(pilot, lambda: app.dsa.state == "preparing")
+        assert app.check_action("search", ("stop",)) is True and app.check_action("search", ("pause",)) is False
         await pilot.press("t")
-        assert await wait_until(pilot, lambda: app.search_state == "stopped")
-        assert not app.params.resume and "nothing was written" in app.status_text
+        assert await wait_until(pilot, lambda: app.dsa.state == "stopped")
+        assert not app.dsa.options.resume and "nothing was written" in app.status_text
 
 
 async def test_plots_redraw_only_when_visible_and_at_most_once_per_tick():
@@ -160,7 +164,7 @@ async def test_plots_redraw_only_when_visible_and_at_most_once_per_tick():
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.search_state == "finished")
+        await wait_until(pilot, lambda: app.dsa.state == "finished")
         await pilot.press("l")
         fitness = app.query_one("#fitness-plot", LivePlot)
         count = fitness.redraws
@@ -177,7 +181,7 @@ async def test_leaderboard_sort_and_select_sends_function_everywhere():
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.search_state == "finished")
+        await wait_until(pilot, lambda: app.dsa.state == "finished")
         await pilot.press("l")
         board = app.query_one(Leaderboard)
         table = board.query_one("DataTable")
@@ -260,11 +264,11 @@ async def test_editor_evaluate_adds_to_leaderboard_and_seed_reaches_the_search()
         await pilot.press("ctrl+o")
         assert await wait_until(pilot, lambda: "abs | var | tanh" in app.query_one(Leaderboard).candidates)
         await pilot.press("ctrl+g")
-        assert app.seeds == ["abs | var | tanh"]
+        assert app.dsa.seeds == ["abs | var | tanh"]
         await pilot.press("escape", "s")
         assert await wait_until(pilot, lambda: any(c[0] == "start_search" for c in api.calls))
         start = next(c for c in api.calls if c[0] == "start_search")
-        assert start[2] == ("abs | var | tanh",)
+        assert start[3] == ("abs | var | tanh",)
 
 
 async def test_compare_evaluates_rows_and_shows_rejections():
@@ -291,7 +295,7 @@ async def test_compare_shows_a_column_of_zero_shot_accuracy_per_task_from_the_se
         app.screen.query_one("#tasks").value = "general_facts, arc_easy"
         app.screen.query_one("#limit").value = "16"
         await pilot.press("ctrl+s")
-        assert app.params.tasks == "general_facts,arc_easy" and app.params.limit == 16
+        assert app.dsa.settings.tasks == ("general_facts", "arc_easy") and app.dsa.settings.limit == 16
         await pilot.press("c")
         table = app.query_one(Compare).query_one("DataTable")
         assert "task:general_facts" in table.columns and "task:arc_easy" in table.columns
@@ -325,17 +329,17 @@ async def test_export_reports_progress_and_result_or_error():
 
 async def test_profile_search_with_stages_shows_strategy_and_stage_and_distills_into_the_editor():
     api = FakeAPI()
-    app = app_with(api, params=SearchParams(strategy="evopress", stages="512:2", population=4, generations=3))
+    app = app_with(api, settings=dict(strategy="evopress", stages="512:2", population=4, generations=3))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.search_state == "finished")
+        assert await wait_until(pilot, lambda: app.dsa.state == "finished")
         board = app.query_one(Leaderboard)
         table = board.query_one("DataTable")
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         assert {r[2] for r in rows} == {"evopress"} and {r[3] for r in rows} == {"final", "1 (cheap)"}
         assert [r[3] for r in rows].index("1 (cheap)") > [r[3] for r in rows].index("final")  # cheap ones last
-        assert app.best.text.startswith("profile:") and app.best.stage == 1
+        assert app.dsa.best.text.startswith("profile:") and app.dsa.best.stage == 1
         await pilot.press("l")
         table.focus()
         await pilot.press("enter")
@@ -353,14 +357,20 @@ async def test_settings_screen_changes_params_and_validates():
         assert isinstance(app.screen, SettingsScreen)
         app.screen.query_one("#sparsity").value = "1.5"
         await pilot.press("ctrl+s")
-        assert "need 0 < sparsity < 1" in str(app.screen.query_one("#settings-error").render())
+        assert "sparsity must be between 0 and 1" in str(app.screen.query_one("#settings-error").render())
+        app.screen.query_one("#sparsity").value = "0.6"
+        app.screen.query_one("#stages").value = "512:30"  # keeps more than the 24 candidates of a generation
+        await pilot.press("ctrl+s")
+        assert "keeps fewer than the 24 candidates" in str(app.screen.query_one("#settings-error").render())
+        app.screen.query_one("#stages").value = "auto"
         app.screen.query_one("#sparsity").value = "0.6"
         app.screen.query_one("#population").value = "8"
         await pilot.press("ctrl+s")
-        assert app.params == SearchParams(sparsity=0.6, population=8)
+        s = app.dsa.settings
+        assert (s.sparsity, s.population, s.stages_text) == (0.6, 8, "512:2")  # auto, for 8 candidates
         assert await wait_until(pilot, lambda: ("allocation", "owl", 0.6, "wanda") in api.calls)
         await pilot.press("o", "escape")
-        assert app.params.sparsity == 0.6
+        assert app.dsa.settings.sparsity == 0.6
 
 
 async def test_help_lists_every_binding_and_palette_offers_actions():
@@ -385,7 +395,7 @@ async def test_quit_during_a_search_stops_it_and_keeps_the_checkpoint():
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.search_state == "running")
+        await wait_until(pilot, lambda: app.dsa.state == "running")
         await pilot.press("q")
     assert not api.controller.running and api.controller.state == "stopped"
     assert api.controller.store.exists
@@ -400,8 +410,8 @@ async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():
         pane = app.query_one(Structured)
         pane.query_one("#structured-stages").value = "2:64:32,1:128:64"
         await pilot.press("s")  # on this pane, s starts the structured search
-        assert await wait_until(pilot, lambda: app.structured_state == "finished")
-        assert app.search_state == "idle"  # the DSA search was not touched
+        assert await wait_until(pilot, lambda: app.structured.state == "finished")
+        assert app.dsa.state == "idle"  # the DSA search was not touched
         params = api.calls[-1][1]
         assert params.stages == "2:64:32,1:128:64" and params.target == 0.5
         assert [row[:5] for row in pane.stages] == [[1, 4, 2, 64, 32], [2, 2, 1, 128, 64]]
@@ -420,19 +430,19 @@ async def test_structured_pause_resume_stop_act_on_the_pane_in_view():
         await pilot.press("f7")
         app.query_one("#structured-stages").value = "2:64:32,1:128:64"
         await pilot.press("s")
-        assert await wait_until(pilot, lambda: app.structured_state == "running")
+        assert await wait_until(pilot, lambda: app.structured.state == "running")
         await pilot.press("p")
-        assert await wait_until(pilot, lambda: app.structured_state == "paused")
-        assert app.check_action("resume", ()) is True
+        assert await wait_until(pilot, lambda: app.structured.state == "paused")
+        assert app.check_action("search", ("resume",)) is True
         await pilot.press("f2")
-        assert app.check_action("resume", ()) is False and app.check_action("start_search", ()) is True
+        assert app.check_action("search", ("resume",)) is False and app.check_action("search", ("start",)) is True
         await pilot.press("s")  # a DSA search may not start beside the structured one
-        assert app.search_state == "idle" and api.controller is None
+        assert app.dsa.state == "idle" and api.controller is None
         await pilot.press("f7")
         await pilot.press("r")
-        assert await wait_until(pilot, lambda: app.structured_state == "running")
+        assert await wait_until(pilot, lambda: app.structured.state == "running")
         await pilot.press("t")
-        assert await wait_until(pilot, lambda: app.structured_state == "stopped")
+        assert await wait_until(pilot, lambda: app.structured.state == "stopped")
 
 
 async def test_structured_export_button_and_bad_settings():
@@ -450,4 +460,4 @@ async def test_structured_export_button_and_bad_settings():
         pane.query_one("#structured-target").value = "half"
         await pilot.press("s")
         await pilot.pause(0.2)
-        assert app.structured_state == "idle" and not any(c[0] == "start_structured" for c in api.calls)
+        assert app.structured.state == "idle" and not any(c[0] == "start_structured" for c in api.calls)

@@ -12,7 +12,8 @@ from textual import events
 
 from fake_engine import FakeAPI
 from screens.editor import Editor
-from screens.messages import CandidateSelected, ScoredCandidate
+from screens.messages import CandidateSelected
+from workbench.contract import ScoredCandidate
 from waiting import scaled
 from workbench.app import AppConfig, make_app
 
@@ -62,7 +63,7 @@ async def test_a_pane_key_ctrl_u_and_text_in_one_burst_fill_the_editor():
         editor = app.query_one(Editor)
         assert text_of(app, "#function-input") == "abs | var | tanh" and editor.error is None
         assert (editor.draft.pre, editor.draft.reduction, editor.draft.transform) == (["abs"], "var", ["tanh"])
-        assert app.search_state == "idle"  # the s of "abs" was text, not the start key
+        assert app.dsa.state == "idle"  # the s of "abs" was text, not the start key
 
 
 async def test_tab_between_fields_splits_nothing():

@@ -52,16 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "comparison and export. Press ? inside for every key.")
     _model_args(tui)
     _data_args(tui, fitness=True)
-    tui.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY,
-                     help=f"initial target sparsity (default {DEFAULT_SPARSITY})")
-    tui.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
     tui.add_argument("--run", default=DEFAULT_RUN, help=f"run folder for searches (default {DEFAULT_RUN})")
-    tui.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
-                     help=f"the search the settings start with (default {DEFAULT_STRATEGY})")
-    tui.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
-                     help=f"evopress and hybrid profiles: per block, attention and MLP apart, or every linear "
-                          f"(default {DEFAULT_GRANULARITY})")
+    _search_args(tui, tui=True)
     _zero_shot_args(tui, "in the compare pane, next to perplexity")
+    _cluster_args(tui)
 
     prune = sub.add_parser("prune", help="prune a model and save it as a safetensors folder",
                            description="Calibrate, allocate sparsity per block, prune, evaluate and save "
@@ -127,32 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--resume", metavar="RUN", help="continue the search stored in RUN with its own settings")
     _model_args(se)
     _data_args(se, fitness=True)
-    g = se.add_argument_group("search")
-    g.add_argument("--sparsity", type=float, help="target mean sparsity, e.g. 0.7")
-    g.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
-    g.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS,
-                   help=f"perplexity on the fitness split, or KL to the dense model there (default {DEFAULT_FITNESS})")
-    g.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
-                   help="evolution (of functions), random (functions: the baseline with the same budget), "
-                        "evopress (per-block sparsity profiles, EvoPress, starting from the best simple allocation) "
-                        "or hybrid (evolution for half the generations, then profiles from the best function)")
-    g.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
-                   help=f"generations (default {DEFAULT_GENERATIONS})")
-    g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
-                   help=f"candidates per generation; evopress: offspring of the parent (default {DEFAULT_POPULATION})")
-    g.add_argument("--stages", default=DEFAULT_SEARCH_STAGES, metavar="TOKENS:KEEP,...",
-                   help="multi-fidelity selection: every candidate on the first TOKENS fitness tokens, the best KEEP "
-                        "go on, ..., the last survivors on the whole fitness split, e.g. 512:8; '' for none (default "
-                        "auto: a quarter of the fitness split, the best third of a generation going on)")
-    g.add_argument("--level-step", type=float, default=DEFAULT_LEVEL_STEP,
-                   help=f"evopress, hybrid: step of the sparsity grid, for the smallest unit; a unit twice as large "
-                        f"moves half as much, so a switch moves equal numbers of weights (default {DEFAULT_LEVEL_STEP})")
-    g.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
-                   help="evopress, hybrid: what a profile gives one sparsity: each block, each block's attention and "
-                        "MLP groups apart, or every linear (as EvoPress) (default block)")
-    g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
-    g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
-                   help="a function to place in the first population (repeatable)")
+    _search_args(se, tui=False)
     _zero_shot_args(se, "of the best, uniform, OWL and protect-first at the end, in final.json")
     _cluster_args(se)
     _output_args(se)
@@ -368,6 +337,37 @@ def _prune_args(p) -> None:
                         "each from the output of the pruned blocks before it, one block's statistics (and "
                         "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
     _nan_policy_arg(g)
+
+
+def _search_args(p, tui: bool) -> None:
+    """The DSA search's settings, the same for `search` and the TUI (workbench.search_command.settings_from)."""
+    g = p.add_argument_group("search" + (": the settings dialog (o) starts with these" if tui else ""))
+    g.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY if tui else None,
+                   help="target mean sparsity, e.g. 0.7" + (f" (default {DEFAULT_SPARSITY})" if tui else ""))
+    g.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    g.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS,
+                   help=f"perplexity on the fitness split, or KL to the dense model there (default {DEFAULT_FITNESS})")
+    g.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
+                   help="evolution (of functions), random (functions: the baseline with the same budget), "
+                        "evopress (per-block sparsity profiles, EvoPress, starting from the best simple allocation) "
+                        "or hybrid (evolution for half the generations, then profiles from the best function)")
+    g.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
+                   help=f"generations (default {DEFAULT_GENERATIONS})")
+    g.add_argument("--population", type=int, default=DEFAULT_POPULATION,
+                   help=f"candidates per generation; evopress: offspring of the parent (default {DEFAULT_POPULATION})")
+    g.add_argument("--stages", default=DEFAULT_SEARCH_STAGES, metavar="TOKENS:KEEP,...",
+                   help="multi-fidelity selection: every candidate on the first TOKENS fitness tokens, the best KEEP "
+                        "go on, ..., the last survivors on the whole fitness split, e.g. 512:8; '' for none (default "
+                        "auto: a quarter of the fitness split, the best third of a generation going on)")
+    g.add_argument("--level-step", type=float, default=DEFAULT_LEVEL_STEP,
+                   help=f"evopress, hybrid: step of the sparsity grid, for the smallest unit; a unit twice as large "
+                        f"moves half as much, so a switch moves equal numbers of weights (default {DEFAULT_LEVEL_STEP})")
+    g.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
+                   help="evopress, hybrid: what a profile gives one sparsity: each block, each block's attention and "
+                        "MLP groups apart, or every linear (as EvoPress) (default block)")
+    g.add_argument("--search-seed", type=int, default=0, help="seed of the search's random choices (default 0)")
+    g.add_argument("--seed-function", action="append", default=[], metavar="TEXT",
+                   help="a function to place in the first population (repeatable)")
 
 
 def _zero_shot_args(p, what: str) -> None:

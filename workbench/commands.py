@@ -17,7 +17,7 @@ from engine.metrics import parse_pattern
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
 from engine.zeroshot import parse_tasks
 from workbench.console import ProgressBars, print_result, zero_shot_lines
-from workbench.options import data_config
+from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 from workbench.sessions import open_run_session, open_session, run_best
 
@@ -171,15 +171,15 @@ def format_table(columns: dict, errors: dict) -> str:
 
 
 def tui(args) -> int:
-    from screens.settings import SearchParams
     from workbench.app import AppConfig, make_app
+    from workbench.contract import RunOptions
     from workbench.engine_api import EngineAPI
+    from workbench.search_command import settings_from
 
-    params = SearchParams(sparsity=check_target(args.sparsity), metric=args.metric, run=args.run,
-                          strategy=args.strategy, granularity=args.granularity,
-                          tasks=",".join(parse_tasks(args.tasks)), limit=args.limit or 0)
+    settings = settings_from(args)
+    cluster, workers = cluster_options(args)
     check_plan(args, "tui", args.model, metric=args.metric)
     api = EngineAPI(args.model, data_config(args), dtype=args.dtype, device=args.device, device_map=args.device_map)
-    app = make_app(AppConfig(params=params), api)
+    app = make_app(AppConfig(settings, RunOptions(args.run, cluster=cluster or "", workers=workers or 0)), api)
     app.run()
     return app.return_code or 0  # 1 after an unhandled error inside the app

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
 from engine.allocation import AllocationFunction
 from engine.allocation.ops import STAGES
+from engine.choices import DEFAULT_SPARSITY
 from engine.architecture import linear_path
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
@@ -29,32 +30,8 @@ from engine.structured.export import export_structure
 from engine.structured.run import RunSource, StructuredRun, open_workspace, structured_controller
 from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Shapes, Structure
-from engine.zeroshot import parse_tasks
-from screens.messages import AllocationView
-from screens.settings import SearchParams
-from screens.structured import StructuredParams
+from workbench.contract import AllocationView, ModelInfo, RunOptions, StructuredInfo, StructuredParams
 from workbench.views import allocation_view
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    label: str
-    device: str
-    dtype: str
-    blocks: int
-    layout: tuple[tuple[int, int, int], ...] = ()  # per linear in model order: block, group (0 attention, 1 MLP), size
-
-
-@dataclass(frozen=True)
-class StructuredInfo:
-    """What the structured pane shows about a search it started."""
-
-    run: str
-    heads: int
-    mlp_levels: int
-    offspring: int
-    stages: list[tuple[int, int, int]]  # survivors, fine-tune tokens (0 when one-shot), fitness tokens
-    note: str
 
 
 def user_errors(fn):
@@ -79,6 +56,7 @@ class EngineAPI:
         self.device_map = device_map
         self.session: Session | None = None
         self.layout: tuple[tuple[int, int, int], ...] = ()  # ModelInfo.layout, once loaded
+        self.model_bytes = 0
         self.searches: list[SearchController] = []
 
     @user_errors
@@ -91,6 +69,7 @@ class EngineAPI:
             torch.set_num_threads(cores - 1)  # leave the interface a core, so keys are answered at once
         gc.freeze()  # the model's many objects leave the GC's scans, which otherwise stall the UI thread
         self.session = Session(loaded, self.data, progress=progress)
+        self.model_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         self.layout = tuple((b.index, 0 if linear_path(n).startswith("self_attn.") else 1, lin.weight.numel())
                             for b in self.session.blocks for n, lin in b.linears.items())
         return ModelInfo(loaded.label, str(loaded.device), str(loaded.dtype).removeprefix("torch."),
@@ -152,20 +131,27 @@ class EngineAPI:
             return ppl, session.zero_shot(tasks, limit, progress) if tasks else {}
 
     @user_errors
-    def start_search(self, params: SearchParams, seeds: list[str], on_event, status,
+    def search_settings(self, base: SearchSettings | None = None, **fields) -> SearchSettings:
+        """`base` (default: the defaults, on this API's model and data) with `fields` changed, validated by the
+        engine: any SearchSettings field, stages and tasks as text too. Automatic stages follow a new population."""
+        base = base or SearchSettings(DEFAULT_SPARSITY, model=self.model_source, data=self.data)
+        if "stages" not in fields and base.stages_are_auto:
+            fields["stages"] = "auto"
+        return replace(base, **fields)
+
+    @user_errors
+    def start_search(self, settings: SearchSettings, options: RunOptions, seeds: list[str], on_event, status,
                      progress: Progress = no_progress) -> SearchController:
-        """Open (or resume) a search on the loaded model and start it: it prepares its caches in its own
-        thread, announcing every state through `on_event`."""
+        """Open a new search with `settings` and the `seeds` in its first population, or resume the stored one
+        (`options.resume`, its own settings), and start it: it prepares its caches in its own thread, announcing
+        every state through `on_event`."""
         session = self._session()
         self._one_search_at_a_time()
-        settings = None if params.resume else SearchSettings(
-            sparsity=params.sparsity, metric=params.metric, fitness=params.fitness, strategy=params.strategy,
-            granularity=params.granularity, population=params.population, generations=params.generations, seeds=tuple(seeds),
-            stages=params.stages, model=session.loaded.source, data=self.data, tasks=parse_tasks(params.tasks),
-            limit=params.limit or None)
-        cluster = params.cluster or None  # with a cluster the workers load the model themselves
-        controller = search_controller(params.run, settings, session=None if cluster else session, cluster=cluster,
-                                       workers=params.workers or None, dtype=self.dtype, on_event=on_event,
+        seeds = settings.seeds + tuple(s for s in seeds if s not in settings.seeds)
+        settings = None if options.resume else replace(settings, seeds=seeds, model=session.loaded.source)
+        cluster = options.cluster or None  # with a cluster the workers load the model themselves
+        controller = search_controller(options.run, settings, session=None if cluster else session, cluster=cluster,
+                                       workers=options.workers or None, dtype=self.dtype, on_event=on_event,
                                        progress=progress, status=status)
         return self._started(controller)
 
@@ -220,11 +206,10 @@ class EngineAPI:
         return str(done.path)
 
     def memory(self) -> str:
+        """For the UI thread every second: the model's size and the caches' as the session last published them."""
         if self.session is None:
             return "-"
-        held = sum(self.session.cache_bytes().values())
-        params = sum(p.numel() * p.element_size() for p in self.session.model.parameters())
-        return f"model {params / 2**20:.0f} MiB + caches {held / 2**20:.0f} MiB"
+        return f"model {self.model_bytes / 2**20:.0f} MiB + caches {sum(self.session.memory.values()) / 2**20:.0f} MiB"
 
     def _session(self) -> Session:
         if self.session is None:

@@ -8,28 +8,30 @@ import sys
 from engine.allocation.units import UNITS_PER_BLOCK
 from engine.errors import WorkbenchError
 from engine.search import events as ev
+from engine.search.control import SearchState
 from engine.search.controller import SearchController
 from engine.search.search import SearchSettings
 from engine.search.start import search_controller, stored_settings
 from engine.search.store import RunStore
-from engine.zeroshot import parse_tasks
 from workbench.console import ProgressBars, print_result, zero_shot_lines
+from workbench.event_text import event_text, fitness_text
 from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 
 
 def settings_from(args) -> SearchSettings:
+    """A new search's settings from the search options (`search`, `tui`), validated by the engine."""
     if args.sparsity is None:
         raise WorkbenchError("--sparsity is required for a new search")
     return SearchSettings(sparsity=args.sparsity, metric=args.metric, fitness=args.fitness, strategy=args.strategy,
                           population=args.population, generations=args.generations, seed=args.search_seed,
                           seeds=tuple(args.seed_function), stages=args.stages, level_step=args.level_step,
-                          granularity=args.granularity,
-                          model=args.model, data=data_config(args), tasks=parse_tasks(args.tasks), limit=args.limit)
+                          granularity=args.granularity, model=args.model, data=data_config(args),
+                          tasks=args.tasks or (), limit=args.limit)
 
 
 class EventPrinter:
-    """One progress line per candidate on stderr; generation summaries on their own lines."""
+    """One line per candidate on stderr, with the best so far; generation summaries on their own lines."""
 
     def __init__(self, settings: SearchSettings, quiet: bool):
         self.settings = settings
@@ -44,23 +46,14 @@ class EventPrinter:
             self.best = event.candidate
         if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
             c = event.candidate
-            what = f"fitness {c.fitness:.3f}" if c.scored else f"rejected: {c.reason}"
-            if c.duplicate_of is not None:
-                what += f" (same allocation as #{c.duplicate_of + 1})"
-            if self.settings.stages:
-                what = f"stage {c.stage} {what}"
             if self.total is None and c.ratios:  # a profile's ratios are per unit, a function's per block
                 profile = c.text.startswith("profile:")
                 self.total = self.settings.budget(len(c.ratios) // UNITS_PER_BLOCK[self.settings.granularity]
                                                   if profile else len(c.ratios))
-            best = f" | best {self.best.fitness:.3f}" if self.best else ""
-            print(f"[{c.index + 1}/{self.total or '?'}] gen {c.generation} {c.seconds:.1f}s {what}{best} | {c.text}",
-                  file=sys.stderr, flush=True)
-        elif isinstance(event, ev.GenerationDone):
-            med = f"{event.median:.3f}" if event.median is not None else "-"
-            best = f"{event.best:.3f}" if event.best is not None else "-"
-            print(f"== generation {event.generation} done: best {best}, median {med}, {event.scored} scored, "
-                  f"{event.rejected} rejected", file=sys.stderr, flush=True)
+            best = f" | best {fitness_text(self.best.fitness)}" if self.best else ""
+            print(event_text(event, total=self.total, note=best), file=sys.stderr, flush=True)
+        elif isinstance(event, (ev.GenerationDone, ev.StageDone)):
+            print(f"== {event_text(event)}", file=sys.stderr, flush=True)
 
 
 def run_in_foreground(controller: SearchController, bars: ProgressBars, args, run: str, resume: str) -> int | None:
@@ -88,7 +81,7 @@ def run_in_foreground(controller: SearchController, bars: ProgressBars, args, ru
         signal.signal(signal.SIGINT, previous)
     if controller.error is not None:  # the state is "failed": main prints it as one line
         raise controller.error
-    if controller.state == "finished":
+    if controller.state == SearchState.FINISHED:
         return None
     if controller.store.exists:
         evaluated = controller.evaluated

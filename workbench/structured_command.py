@@ -12,6 +12,7 @@ from engine.structured.run import RunSource, StructuredRun, build_run_database, 
 from engine.structured.search import StructuredSettings, parse_stages
 from engine.structured.structure import Structure, uniform
 from workbench.console import ProgressBars, print_result
+from workbench.event_text import event_text
 from workbench.options import cluster_options, data_config
 from workbench.preflight import check_plan
 from workbench.search_command import run_in_foreground
@@ -37,7 +38,7 @@ def build_db(args) -> int:
 
 
 class StructuredPrinter:
-    """A line per candidate and per stage on stderr."""
+    """A line per candidate (with the share of the model it keeps) and per stage on stderr."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -45,18 +46,12 @@ class StructuredPrinter:
     def __call__(self, event) -> None:
         if self.quiet:
             return
-        if isinstance(event, ev.CandidateScored):
-            c = event.candidate
-            print(f"[{c.index + 1}] gen {c.generation} stage {c.stage + 1} {c.seconds:.1f}s KL {c.fitness:.5f} "
-                  f"| kept {sum(c.ratios) / max(1, len(c.ratios)):.3f} | {c.text}", file=sys.stderr, flush=True)
-        elif isinstance(event, ev.CandidateRejected):
-            c = event.candidate
-            print(f"[{c.index + 1}] gen {c.generation} stage {c.stage + 1} {c.seconds:.1f}s rejected: {c.reason} "
-                  f"| {c.text}", file=sys.stderr, flush=True)
+        if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
+            kept = f" | kept {sum(event.candidate.ratios) / max(1, len(event.candidate.ratios)):.3f}" \
+                if event.candidate.scored else ""
+            print(event_text(event, kl=True, note=kept), file=sys.stderr, flush=True)
         elif isinstance(event, ev.StageDone):
-            print(f"== gen {event.generation} stage {event.stage + 1}: {event.scored} scored -> {event.survivors} "
-                  f"survive ({event.finetune_tokens} fine-tune / {event.fitness_tokens} fitness tokens), "
-                  f"best KL {event.best:.5f}", file=sys.stderr, flush=True)
+            print(f"== {event_text(event, kl=True)}", file=sys.stderr, flush=True)
 
 
 def search(args) -> int:

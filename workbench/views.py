@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from screens.messages import AllocationView
+from workbench.contract import AllocationView
 
 
 def allocation_view(method: str, target: float, ratios, layout, values=None) -> AllocationView:

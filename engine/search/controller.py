@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from engine.search.control import Control, SearchStopped
+from engine.search.control import Control, SearchState, SearchStopped
 from engine.search.core import CheckpointedSearch, describe
 from engine.search.store import RunStore
 
@@ -32,26 +32,26 @@ class SearchController:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the search was already started")
-        self.control.enter("preparing")
+        self.control.enter(SearchState.PREPARING)
         self._thread = threading.Thread(target=self._run, name="dsa-search", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        end, message = "finished", ""
+        end, message = SearchState.FINISHED, ""
         try:
             self.search = self.prepare(self.control)
             self.control.checkpoint()
             self.search.begin()  # the run folder appears only now, with its first checkpoint
-            self.control.enter("running")
+            self.control.enter(SearchState.RUNNING)
             self.result = self.search.run(self.control)
         except SearchStopped:
-            end = "stopped"
+            end = SearchState.STOPPED
         except Exception as exc:  # noqa: BLE001 - reported as the "failed" state; the thread ends cleanly
             self.error = exc
-            end, message = "failed", describe(exc)
+            end, message = SearchState.FAILED, describe(exc)
         if self.search is not None:
             self.search.close()
-        self.control.enter(end, evaluated=self.evaluated, resumable=end != "finished" and self.store.exists,
+        self.control.enter(end, evaluated=self.evaluated, resumable=end != SearchState.FINISHED and self.store.exists,
                            message=message)
 
     # -- requests (any thread) -------------------------------------------------------------------
@@ -68,7 +68,7 @@ class SearchController:
         self.control.stop(after_candidate)
 
     @property
-    def state(self) -> str:
+    def state(self) -> SearchState:
         return self.control.state
 
     @property

@@ -5,6 +5,10 @@ No torch: the screens and the CLI read them too."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.search.control import SearchState
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,10 @@ class CheckpointWritten:
 
 @dataclass(frozen=True)
 class StateChanged:
-    """The search entered `state` (see engine.search.control.STATES). When it ended: `evaluated`
+    """The search entered `state` (engine.search.control.SearchState). When it ended: `evaluated`
     candidates so far, `resumable` (a checkpoint exists, start continues it) and, for "failed", why."""
 
-    state: str
+    state: SearchState
     evaluated: int = 0
     resumable: bool = False
     message: str = ""

@@ -43,6 +43,7 @@ from engine.search.core import CheckpointedSearch, Outcome
 from engine.search.genome import crossover, mutate, random_function
 from engine.search.levels import START_BASELINES, mutate_profile, start_methods
 from engine.search.store import RunStore
+from engine.zeroshot import parse_tasks
 
 TOURNAMENT = 3
 CROSSOVER_P = 0.5
@@ -50,33 +51,42 @@ MAX_TRIES = 50
 RATIO_DECIMALS = 3  # candidates whose block ratios agree to this many decimals are one candidate
 
 
-def parse_search_stages(text: str) -> tuple[tuple[int, int], ...]:
-    """'512:8,1024:4' -> ((512, 8), (1024, 4)): per stage, FITNESS_TOKENS:KEEP. Every candidate of a
-    generation is scored on the first stage's tokens, the best KEEP go on; those left after the last
-    stage are scored on the whole fitness split. '' (the default): every candidate on the whole split."""
+@dataclass(frozen=True)
+class SelectionStage:
+    """Every candidate reaching the stage is scored on the first `tokens` fitness tokens; the best `keep` go on."""
+
+    tokens: int
+    keep: int
+
+    def __str__(self) -> str:
+        return f"{self.tokens}:{self.keep}"
+
+
+def parse_search_stages(text: str) -> tuple[SelectionStage, ...]:
+    """'512:8,1024:4': per stage, FITNESS_TOKENS:KEEP. Every candidate of a generation is scored on the first
+    stage's tokens, the best KEEP go on; those left after the last stage are scored on the whole fitness split.
+    '': every candidate on the whole split."""
     try:
-        stages = tuple(tuple(int(x) for x in part.split(":")) for part in text.split(",") if part.strip())
-        if any(len(st) != 2 for st in stages):
-            raise ValueError
-    except ValueError:
+        stages = tuple(SelectionStage(*(int(x) for x in part.split(":"))) for part in text.split(",") if part.strip())
+    except (TypeError, ValueError):
         raise WorkbenchError(f"bad --stages {text!r}: expected FITNESS_TOKENS:KEEP, comma-separated, "
                              "e.g. 512:8,1024:4") from None
-    if any(t < 1 or k < 1 for t, k in stages):
+    if any(st.tokens < 1 or st.keep < 1 for st in stages):
         raise WorkbenchError(f"bad --stages {text!r}: tokens and KEEP must be positive")
-    if any(b[0] <= a[0] or b[1] >= a[1] for a, b in zip(stages, stages[1:])):
+    if any(b.tokens <= a.tokens or b.keep >= a.keep for a, b in zip(stages, stages[1:])):
         raise WorkbenchError(f"bad --stages {text!r}: tokens must grow and KEEP shrink from stage to stage")
     return stages
 
 
-def auto_stages(data: DataConfig, population: int) -> str:
+def auto_stages(data: DataConfig, population: int) -> tuple[SelectionStage, ...]:
     """The default selection: every candidate on a quarter of the fitness split (whole windows), the best
     third on all of it. Measured on the default model (bench/search_quality.py): the first 512 of 2,048
     fitness tokens rank candidates as well as all of them (Spearman 0.98 with held-out perplexity, both) at
     0.29x the time. None where the split has fewer than 4 windows or a generation fewer than 6 candidates."""
     windows = data.fitness_tokens // data.seqlen
     if windows < 4 or population < 6:
-        return ""
-    return f"{windows // 4 * data.seqlen}:{population // 3}"
+        return ()
+    return (SelectionStage(windows // 4 * data.seqlen, population // 3),)
 
 
 @dataclass(frozen=True)
@@ -89,12 +99,13 @@ class SearchSettings:
     generations: int = DEFAULT_GENERATIONS
     seed: int = 0
     seeds: tuple[str, ...] = ()  # functions placed in the first population
-    stages: str = DEFAULT_SEARCH_STAGES  # see parse_search_stages
+    stages: tuple[SelectionStage, ...] | str = DEFAULT_SEARCH_STAGES  # text ("auto", "512:8") parsed once
     level_step: float = DEFAULT_LEVEL_STEP  # evopress, hybrid: the grid of unit sparsities around each start
     granularity: str = DEFAULT_GRANULARITY  # evopress, hybrid: a profile's units (engine.allocation.units)
     model: str | None = None  # None: the default model
     data: DataConfig = field(default_factory=DataConfig)
-    tasks: tuple[str, ...] = ()  # zero-shot tasks scored in final.json next to held-out perplexity
+    tasks: tuple[str, ...] | str = ()  # zero-shot tasks scored in final.json next to held-out perplexity (text:
+    # parsed once, engine.zeroshot.parse_tasks)
     limit: int | None = None  # examples per zero-shot task (None: all)
 
     def __post_init__(self):
@@ -107,12 +118,15 @@ class SearchSettings:
         if self.population < 2 or self.generations < 1:
             raise WorkbenchError("the search needs --population >= 2 and --generations >= 1")
         object.__setattr__(self, "seeds", tuple(str(AllocationFunction.parse(s)) for s in self.seeds))
-        if self.stages == "auto":
-            object.__setattr__(self, "stages", auto_stages(self.data, self.population))
-        stages = parse_search_stages(self.stages)
-        object.__setattr__(self, "stages", ",".join(f"{t}:{k}" for t, k in stages))
-        if stages and (stages[-1][0] >= self.data.fitness_tokens or stages[0][1] >= self.population):
-            raise WorkbenchError(f"--stages {self.stages}: every stage needs fewer tokens than the fitness split "
+        if isinstance(self.tasks, str):
+            object.__setattr__(self, "tasks", parse_tasks(self.tasks))
+        stages = self.stages
+        if isinstance(stages, str):
+            stages = auto_stages(self.data, self.population) if stages == "auto" else parse_search_stages(stages)
+        stages = tuple(st if isinstance(st, SelectionStage) else SelectionStage(*st) for st in stages)
+        object.__setattr__(self, "stages", stages)
+        if stages and (stages[-1].tokens >= self.data.fitness_tokens or stages[0].keep >= self.population):
+            raise WorkbenchError(f"--stages {self.stages_text}: every stage needs fewer tokens than the fitness split "
                                  f"({self.data.fitness_tokens}) and keeps fewer than the {self.population} "
                                  "candidates of a generation")
         if self.granularity not in GRANULARITIES:
@@ -123,7 +137,7 @@ class SearchSettings:
     @property
     def stage_tokens(self) -> tuple[int | None, ...]:
         """Fitness tokens per stage; None (the whole fitness split) for the last."""
-        return tuple(t for t, _ in parse_search_stages(self.stages)) + (None,)
+        return tuple(st.tokens for st in self.stages) + (None,)
 
     def budget(self, blocks: int) -> int:
         """Candidates the search evaluates on a model of `blocks` blocks (at most: duplicates and rejections
@@ -141,10 +155,20 @@ class SearchSettings:
 
     @property
     def stage_keep(self) -> tuple[int, ...]:
-        return tuple(k for _, k in parse_search_stages(self.stages))
+        return tuple(st.keep for st in self.stages)
+
+    @property
+    def stages_are_auto(self) -> bool:
+        """The stages are the automatic ones for this population and fitness split (`--stages auto`)."""
+        return self.stages == auto_stages(self.data, self.population)
+
+    @property
+    def stages_text(self) -> str:
+        """The stages as --stages takes them ('' for none)."""
+        return ",".join(map(str, self.stages))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "stages": self.stages_text}
 
     @classmethod
     def from_json(cls, data: dict) -> SearchSettings:
