@@ -37,7 +37,8 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
                   sparse_format: str = "dense", progress: Progress = no_progress, tasks: tuple[str, ...] = (),
                   limit: int | None = None) -> ExportResult:
     """Allocate, prune, (evaluate: perplexity; zero-shot accuracy on `tasks`, dense and pruned), save atomically
-    and (verify). The session's model stays pruned."""
+    and (verify). The session's model stays pruned. `progress` hears of every stage: the perplexities, the
+    pruning, the writing and the verification (tensors)."""
     check_output(out, force)
     save_dtype = None if dtype in (None, "keep") else DTYPES.get(dtype)
     if dtype not in (None, "keep") and save_dtype is None:
@@ -48,23 +49,25 @@ def export_pruned(session: Session, method: str, sparsity: float, metric: str, o
         allocation = session.allocate(method, sparsity, metric)  # an invalid function fails before any forward
         if evaluate or tasks:
             session.restore()
-        dense_ppl = session.perplexity() if evaluate else None
+        dense_ppl = session.perplexity(progress=progress) if evaluate else None
         zero_shot = {"tasks": list(tasks), "limit": limit, "dense": session.zero_shot(tasks, limit)} if tasks else None
         result = session.prune(allocation, metric, pattern, progress=progress, calibration=calibration)
-        ppl = session.perplexity() if evaluate else None
+        ppl = session.perplexity(progress=progress) if evaluate else None
         session.write_pruned()  # before the zero-shot forwards: many small ones, each would remake the masks
         if zero_shot:
             zero_shot["pruned"] = session.zero_shot(tasks, limit)
         recipe = make_recipe(session, result, session.achieved(), dense_ppl, ppl, zero_shot)
-        check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format)) if verify else None
+        check = (lambda folder: verify_folder(folder, session, recipe, save_dtype, sparse_format, progress)) \
+            if verify else None
         path = save_model_folder(session.model, session.loaded.tokenizer, out, recipe, force=force,
                                  dtype=save_dtype, max_shard_size=max_shard_size, sparse_format=sparse_format,
-                                 verify=check)
+                                 verify=check, progress=progress)
     return ExportResult(path, result, recipe["achieved"]["sparsity"], dense_ppl, ppl, recipe)
 
 
 @torch.no_grad()
-def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_format: str = "dense") -> None:
+def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_format: str = "dense",
+                  progress: Progress = no_progress) -> None:
     """Every saved tensor equals the in-memory pruned model's (in the saved dtype), every linear's zero
     fraction equals the recipe's, and transformers builds the architecture from the saved config with no
     weight left out. Tensors are read one at a time: no second copy of the model, whatever its size."""
@@ -73,9 +76,9 @@ def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_fo
     mine = session.model.state_dict()
     if sparse_format == "compressed-tensors":
         reloaded = load_compressed(folder, dtype or session.loaded.dtype).state_dict()
-        saved = ((name, reloaded[name]) for name in reloaded)
+        saved, total = ((name, reloaded[name]) for name in reloaded), len(reloaded)
     else:
-        saved = saved_tensors(folder)
+        saved, total = saved_tensors(folder), saved_count(folder)
     seen = set()
     for name, tensor in saved:
         if name not in mine:
@@ -88,6 +91,7 @@ def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_fo
             if got != recipe["achieved"]["linears"][name.removesuffix(".weight")]:
                 raise WorkbenchError(f"verification failed: {name} has sparsity {got}, the recipe says otherwise")
         seen.add(name)
+        progress("verifying tensors", len(seen), total)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
     tied = {name for name, p in skeleton.named_parameters(remove_duplicate=False)} - \
@@ -95,6 +99,17 @@ def verify_folder(folder: Path, session: Session, recipe: dict, dtype, sparse_fo
     missing = set(dict(skeleton.named_parameters())) - seen - tied
     if missing:
         raise WorkbenchError(f"verification failed: the folder lacks {sorted(missing)[0]}")
+
+
+def saved_count(folder: Path) -> int:
+    """How many tensors the safetensors files of `folder` hold (their headers read, not the tensors)."""
+    from safetensors import safe_open
+
+    count = 0
+    for path in Path(folder).glob("*.safetensors"):
+        with safe_open(path, "pt") as fh:
+            count += len(fh.keys())
+    return count
 
 
 def saved_tensors(folder: Path):

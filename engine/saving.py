@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import WorkbenchError
+from engine.progress import Progress, no_progress
 
 RECIPE_NAME = "pruning.json"
 
@@ -30,16 +31,18 @@ def check_output(out: str | Path, force: bool) -> Path:
 
 def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force: bool = False,
                       dtype=None, max_shard_size: str | int = "5GB", sparse_format: str = "dense",
-                      verify: Callable[[Path], None] | None = None) -> Path:
+                      verify: Callable[[Path], None] | None = None, progress: Progress = no_progress) -> Path:
     """save_pretrained (sharded safetensors + index) + tokenizer + pruning.json into a temp folder,
     `verify(temp)` on it, then one rename. Nothing is left at `out` if any step fails or is interrupted.
 
+    `progress` hears "writing" (0 of 1, then 1 of 1 once the files are written) before the verification.
     `dtype` (a torch dtype) converts the saved tensors, not the model in memory; `sparse_format`
     "compressed-tensors" stores the linears as bitmask-compressed tensors (see engine.compressed)."""
     out = check_output(out, force)
     check_disk_space(out.parent, model, dtype)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    progress("writing", 0, 1)
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
         if sparse_format == "compressed-tensors":
@@ -57,6 +60,7 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save_pretrained(tmp)
         (tmp / RECIPE_NAME).write_text(json.dumps(recipe, indent=2) + "\n")
+        progress("writing", 1, 1)
         if verify is not None:
             verify(tmp)
         if out.exists():

@@ -10,7 +10,8 @@ from functools import cached_property
 import torch
 
 from engine.allocation import Allocation, AllocationInputs, compute_allocation
-from engine.allocation.profiles import TUNED, tuning_grid
+from engine.allocation.profiles import PROFILE, TUNED, is_block_form, parse_block_form, tuning_grid
+from engine.allocation.units import granularity_of
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
@@ -141,7 +142,10 @@ class Session:
     def allocate(self, method: str, target: float, metric: str = "wanda",
                  progress: Progress | None = None) -> Allocation:
         """OWL's outlier fractions and DLP's block scores come from Wanda scores whatever the metric, as in their
-        reference code; the tuned baselines (first, ends, atp) pick their value on the fitness split."""
+        reference code; the tuned baselines (first, ends, atp) pick their value on the fitness split. A profile
+        of the wrong length is refused before any calibration."""
+        if is_block_form(method) and parse_block_form(method)[0] == PROFILE:
+            granularity_of(len(parse_block_form(method)[1]), len(self.blocks))
         if method in TUNED:
             tried = self.tuned_values(method, target, metric, progress)
             picked = compute_allocation(min(tried, key=tried.get), target, self.allocation_inputs(metric))

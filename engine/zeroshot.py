@@ -15,6 +15,7 @@ one line and the others, and every perplexity, stand.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -28,6 +29,7 @@ from engine.progress import Progress, no_progress
 from engine.search.control import SearchStopped
 
 SHIPPED_TASKS = Path(__file__).resolve().parent / "tasks"
+log = logging.getLogger(__name__)  # at INFO (the CLI's --verbose) lm-eval's own logs and bars show
 CHUNK = 32  # log-likelihood requests between two progress reports (and cancellation checks)
 
 
@@ -157,22 +159,33 @@ def _language_model(model, tokenizer, batch_size: int, progress: Progress):
 
 
 class _quiet:
-    """lm-eval, datasets and the hub client log every step and retry: only errors while a task runs."""
+    """lm-eval, datasets and the hub client log every step and retry, and lm-eval draws a bar per task: only
+    errors while a task runs, unless this module's logger is at INFO (the CLI's --verbose)."""
 
     NAMES = ("lm_eval", "lm-eval", "datasets", "huggingface_hub", "evaluate")
 
     def __enter__(self):
         import datasets
+        import lm_eval.api.task
 
+        self.active = not log.isEnabledFor(logging.INFO)
+        if not self.active:
+            return
         self.bars = datasets.utils.logging.is_progress_bar_enabled()
         datasets.utils.logging.disable_progress_bar()
         self.levels = {n: logging.getLogger(n).level for n in self.NAMES}
         for n in self.NAMES:
             logging.getLogger(n).setLevel(logging.ERROR)
+        self.tqdm = lm_eval.api.task.tqdm  # its "building contexts" bar has no switch of its own
+        lm_eval.api.task.tqdm = functools.partial(self.tqdm, disable=True)
 
     def __exit__(self, *exc):
         import datasets
+        import lm_eval.api.task
 
+        if not self.active:
+            return
+        lm_eval.api.task.tqdm = self.tqdm
         for n, level in self.levels.items():
             logging.getLogger(n).setLevel(level)
         if self.bars:

@@ -30,7 +30,9 @@ class Export(Vertical):
             yield Select(DTYPES, value="keep", allow_blank=False, id="export-dtype")
             yield Checkbox("replace an existing folder", id="export-force")
             yield Button("Export", id="export-button", variant="primary")
-        yield ProgressBar(id="export-progress", show_eta=False)
+        with Horizontal(id="export-status"):
+            yield ProgressBar(id="export-progress", show_eta=False)
+            yield Static("", id="export-stage", markup=False)
         yield Static("", id="export-result", markup=False)
 
     def use_function(self, text: str) -> None:
@@ -51,7 +53,9 @@ class Export(Vertical):
                                           self.query_one("#export-force", Checkbox).value))
 
     def show_progress(self, message: ExportProgressed) -> None:
+        """The stage in words (calibration in tokens, pruning in blocks, verification in tensors) and its bar."""
         self.query_one("#export-progress", ProgressBar).update(total=message.total, progress=message.done)
+        self.query_one("#export-stage", Static).update(f"{message.stage}: {message.done:,} of {message.total:,}")
 
     def show_result(self, message: ExportDone) -> None:
         self.query_one("#export-button", Button).disabled = False

@@ -102,19 +102,22 @@ class ExportDone(Message):
 
 
 class StructuredStartRequested(Message):
-    """Build the level database if needed, then start (or resume) the structured search."""
+    """Build the level database if needed, then start the structured search with `settings` (the engine's
+    StructuredSettings), or resume the one stored in `run`."""
 
-    def __init__(self, params) -> None:
+    def __init__(self, run: str, settings) -> None:
         super().__init__()
-        self.params = params
+        self.run = run
+        self.settings = settings
 
 
 class StructuredExportRequested(Message):
     """Write the smaller model of the run's best structure."""
 
-    def __init__(self, params, out: str, finetune_tokens: int, force: bool) -> None:
+    def __init__(self, run: str, settings, out: str, finetune_tokens: int, force: bool) -> None:
         super().__init__()
-        self.params = params
+        self.run = run
+        self.settings = settings
         self.out = out
         self.finetune_tokens = finetune_tokens
         self.force = force

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from textual_plotext import PlotextPlot
+
+# Where colour is off (NO_COLOR), each series is drawn with its own character, named in the legend.
+MARKERS = ("+", "x", "o", "*", "#", "%", "@", "=")
 
 
 class LivePlot(PlotextPlot):
@@ -13,18 +18,31 @@ class LivePlot(PlotextPlot):
         self.title = title
         self.xlabel = xlabel
         self.ylabel = ylabel
-        self._series: dict[str, tuple[list[float], list[float], str]] = {}
+        self._series: dict[str, tuple[list[float], list[float], str | None]] = {}
+        self._markers: dict[str, str] = {}  # each series' character under NO_COLOR, kept while the plot lives
         self._dirty = True
         self.redraws = 0
 
-    def set_series(self, name: str, xs, ys, marker: str = "braille") -> None:
-        """`marker`: plotext's (braille dots) or one character, which tells series apart without colour."""
+    def set_series(self, name: str, xs, ys, marker: str | None = None) -> None:
+        """`marker`: one character that tells the series apart without colour, named in `name`; None: braille
+        dots in colour, a character of its own under NO_COLOR."""
         self._series[name] = (list(xs), list(ys), marker)
         self._dirty = True
 
     def clear_series(self, name: str) -> None:
         if self._series.pop(name, None) is not None:
             self._dirty = True
+
+    def legend(self) -> list[tuple[str, tuple[list[float], list[float]], str]]:
+        """Each series as drawn: its label, its data and its marker."""
+        no_color = bool(os.environ.get("NO_COLOR"))
+        drawn = []
+        for name, (xs, ys, marker) in self._series.items():
+            if marker is None and no_color:
+                marker = self._markers.setdefault(name, MARKERS[len(self._markers) % len(MARKERS)])
+                name = f"{name} ({marker})"
+            drawn.append((name, (xs, ys), marker or "braille"))
+        return drawn
 
     def redraw_if_dirty(self) -> bool:
         """Redraw at most once per call, only when there is new data and the plot is on screen."""
@@ -36,9 +54,9 @@ class LivePlot(PlotextPlot):
         plt.title(self.title)
         plt.xlabel(self.xlabel)
         plt.ylabel(self.ylabel)
-        for name, (xs, ys, marker) in self._series.items():
+        for label, (xs, ys), marker in self.legend():
             if xs:
-                plt.plot(xs, ys, label=name, marker=marker)
+                plt.plot(xs, ys, label=label, marker=marker)
         self._dirty = False
         self.redraws += 1
         self.refresh()

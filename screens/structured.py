@@ -6,6 +6,7 @@ per-block plot of the kept heads and MLP neurons of the best structure and of th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,7 +16,6 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Static
 from screens.messages import StructuredExportRequested, StructuredStartRequested
 from screens.plots import LivePlot
 from screens.text_box import TextBox
-from workbench.contract import StructuredParams
 
 STAGE_COLUMNS = ("stage", "in", "keep", "fine-tune", "fitness", "scored", "best KL")  # tokens per stage
 
@@ -35,18 +35,22 @@ class Levels:
 class Structured(Vertical):
     DEFAULT_CLASSES = "pane"
 
-    def __init__(self, params: StructuredParams | None = None) -> None:
+    def __init__(self, run: str, settings, validate: Callable[..., object]) -> None:
+        """`settings`: the engine's StructuredSettings the form starts with; `validate(settings, **fields)`: those
+        settings with the form's fields, or ValueError saying what is wrong (the engine's check)."""
         super().__init__()
-        self.params = params or StructuredParams()
+        self.run = run
+        self.settings = settings
+        self.validate = validate
         self.levels: Levels | None = None
         self.stages: list[list] = []
 
     def compose(self) -> ComposeResult:
-        p = self.params
+        p = self.settings
         yield Static("structured pruning: removes whole heads and MLP neurons", id="structured-status", markup=False)
         with Horizontal(classes="structured-row"):
             yield Label("run")
-            yield TextBox(p.run, id="structured-run")
+            yield TextBox(self.run, id="structured-run")
             yield Label("keep")
             yield TextBox(str(p.target), id="structured-target")
             yield Label("generations")
@@ -55,7 +59,7 @@ class Structured(Vertical):
             yield TextBox(str(p.offspring), id="structured-offspring")
         with Horizontal(classes="structured-row"):
             yield Label("stages")
-            yield TextBox(p.stages, id="structured-stages")
+            yield TextBox(",".join(map(str, p.stages)), id="structured-stages")
             yield Label("lr")
             yield TextBox(str(p.lr), id="structured-lr")
             yield Checkbox("one-shot", p.one_shot, id="structured-one-shot")
@@ -74,23 +78,24 @@ class Structured(Vertical):
     def on_mount(self) -> None:
         self.query_one("#stage-table", DataTable).add_columns(*STAGE_COLUMNS)
 
-    def read_params(self) -> StructuredParams | None:
-        """The form's values, or None (with a notification) when one does not parse."""
+    def read_settings(self) -> tuple[str, object] | None:
+        """The run folder and the settings of the form, or None (with a notification) when they are invalid."""
         value = lambda name: self.query_one(f"#structured-{name}", Input).value.strip()  # noqa: E731
         try:
-            return StructuredParams(run=value("run"), target=float(value("target")),
-                                    generations=int(value("generations")), offspring=int(value("offspring")),
-                                    stages=value("stages"), lr=float(value("lr")),
-                                    one_shot=self.query_one("#structured-one-shot", Checkbox).value)
+            settings = self.validate(self.settings, target=float(value("target")),
+                                     generations=int(value("generations")), offspring=int(value("offspring")),
+                                     stages=value("stages"), lr=float(value("lr")),
+                                     one_shot=self.query_one("#structured-one-shot", Checkbox).value)
         except ValueError as exc:
             self.notify(f"structured settings: {exc}", severity="error")
             return None
+        return value("run"), settings
 
     @on(Button.Pressed, "#structured-start")
     def _start(self) -> None:
-        params = self.read_params()
-        if params is not None:
-            self.post_message(StructuredStartRequested(params))
+        chosen = self.read_settings()
+        if chosen is not None:
+            self.post_message(StructuredStartRequested(*chosen))
 
     @on(Button.Pressed, "#structured-export")
     def _export(self) -> None:
@@ -99,9 +104,9 @@ class Structured(Vertical):
         except ValueError:
             self.notify("fine-tune tokens must be a whole number", severity="error")
             return
-        params = self.read_params()
-        if params is not None:
-            self.post_message(StructuredExportRequested(params, self.query_one("#structured-out", Input).value.strip(),
+        chosen = self.read_settings()
+        if chosen is not None:
+            self.post_message(StructuredExportRequested(*chosen, self.query_one("#structured-out", Input).value.strip(),
                                                         tokens, self.query_one("#structured-force", Checkbox).value))
 
     # -- updates from the App ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from engine.search.controller import SearchController
 from engine.search.core import attempt
 from engine.search.search import Search, SearchSettings
 from engine.search.store import RunStore
-from engine.structured.search import StructuredSearch, StructuredSettings, parse_stages
+from engine.structured.search import StructuredSearch
 from engine.structured.structure import Shapes
 from workbench.contract import AllocationView, ModelInfo, StructuredInfo
 from workbench.engine_api import EngineAPI, user_errors
@@ -189,14 +189,12 @@ class FakeAPI(EngineAPI):
         return self.controller
 
     @user_errors
-    def start_structured(self, params, on_event, status, progress=lambda *a: None):
-        self.calls.append(("start_structured", params))
+    def start_structured(self, run, settings, on_event, status, progress=lambda *a: None):
+        self.calls.append(("start_structured", run, settings))
         self._one_search_at_a_time()
-        stages = parse_stages(params.stages)
-        settings = StructuredSettings(target=params.target, generations=min(params.generations, 2),
-                                      offspring=min(params.offspring, 3), stages=stages, one_shot=params.one_shot,
-                                      lr=params.lr)
-        store = RunStore(self.folder / params.run, "structured", shared=True)
+        settings = replace(settings, generations=min(settings.generations, 2), offspring=min(settings.offspring, 3))
+        stages = settings.stages
+        store = RunStore(self.folder / run, "structured", shared=True)
         scores = SlowScores(self.candidate_seconds, self.samples)
         fractions = lambda s: tuple(1 - (a / 9 + m / 10) / 2 for a, m in zip(s.attn, s.mlp))  # noqa: E731
 
@@ -207,7 +205,7 @@ class FakeAPI(EngineAPI):
                                     on_event=on_event)
 
         self.structured = self._started(SearchController(prepare, store, on_event))
-        info = StructuredInfo(params.run, 9, 10, settings.offspring,
+        info = StructuredInfo(run, 9, 10, settings.offspring,
                               [(st.survivors, settings.finetune_tokens(i), st.fitness_tokens)
                                for i, st in enumerate(stages)], "new search")
         return self.structured, info

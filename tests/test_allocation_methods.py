@@ -225,3 +225,4 @@ def test_a_profile_of_a_length_no_granularity_has_is_refused_in_one_line(tiny_se
     with pytest.raises(WorkbenchError, match=r"4 sparsities but the model has 3 blocks \(.* 6 for attention and MLP "
                                              r"apart, or 21 for every linear\)"):
         tiny_session.allocate("profile:0.7,0.7,0.7,0.7", 0.7)
+    assert tiny_session.cache_bytes()["calibration"] == 0  # refused before any calibration

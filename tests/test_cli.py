@@ -49,9 +49,10 @@ def test_prune_refuses_to_overwrite(capsys, tmp_path, tiny_model_dir):
 
 
 def test_allocations_table(capsys, tiny_model_dir):
-    code, stdout, _ = run(capsys, "allocations", "--model", str(tiny_model_dir), "--sparsity", "0.7", "--json",
-                          "--quiet", "--function", "abs | mean | no_op", *TINY)
+    code, stdout, err = run(capsys, "allocations", "--model", str(tiny_model_dir), "--sparsity", "0.7", "--json",
+                            "--function", "abs | mean | no_op", *TINY)
     assert code == 0
+    assert "allocations" in err and "perplexity" not in err  # one bar over the methods, not one per tried value
     result = json.loads(stdout)
     assert {"uniform", "owl", "global", "er", "er-plus", "alpha", "abs | mean | no_op"} <= set(result["methods"])
     assert all(len(r) == 3 for r in result["methods"].values())
@@ -150,3 +151,17 @@ def test_allocations_under_the_reference_nan_policy_label_the_function_and_recor
     assert "no_op | mean | log | nan=reference" in result["methods"] and not result["rejected"]
     assert isinstance(result["parameters"]["abslog | var | atan, asin | nan=reference"]["replaced_blocks"], list)
     assert result["parameters"]["alpha"]["eps"] == 0.2
+
+
+def test_every_subcommand_has_one_entry_in_the_dispatch_table_and_it_resolves():
+    import argparse
+    import importlib
+
+    from workbench.cli import build_parser
+    from workbench.commands import COMMANDS
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) == set(COMMANDS)
+    for module, function in COMMANDS.values():
+        assert callable(getattr(importlib.import_module(module), function))

@@ -92,3 +92,16 @@ def test_real_engine_stop_while_preparing_writes_nothing(tiny_model_dir, tiny_da
     assert not (tmp_path / "run").exists()
     controller = api.start_search(*params, [], seen.append, lambda message: None)  # nothing blocks a new start
     assert controller.join(scaled(60)) and controller.state == "finished"
+
+
+def test_lm_eval_draws_no_bar_of_its_own_unless_verbose(api, capfd):
+    import logging
+
+    api.held_out("uniform", 0.6, "wanda", ("general_facts",), 2)
+    assert "it/s" not in capfd.readouterr().err
+    logging.getLogger("engine.zeroshot").setLevel(logging.INFO)  # what --verbose does
+    try:
+        api.held_out("uniform", 0.6, "wanda", ("general_facts",), 2)
+    finally:
+        logging.getLogger("engine.zeroshot").setLevel(logging.NOTSET)
+    assert "it/s" in capfd.readouterr().err

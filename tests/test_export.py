@@ -32,11 +32,16 @@ def tensors(folder):
 
 def test_round_trip_identical_logits_and_exact_sparsity(tmp_path, tiny_session):
     out = tmp_path / "m60"
-    done = export_pruned(tiny_session, FUNCTION, 0.6, "wanda", out, max_shard_size="100KB")
+    stages = []
+    done = export_pruned(tiny_session, FUNCTION, 0.6, "wanda", out, max_shard_size="100KB",
+                         progress=lambda stage, done, total: stages.append((stage, done, total)))
+    said = list(dict.fromkeys(stage for stage, _, _ in stages))  # every stage, in order
+    assert said[0] == "evaluation perplexity" and said[-2:] == ["writing", "verifying tensors"]
     assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("model-*.safetensors"))) > 1
     for name in ("config.json", "generation_config.json", "tokenizer.json", "pruning.json"):
         assert (out / name).is_file(), name
     reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert stages[-1][1] == stages[-1][2] == len(reloaded.state_dict())  # every saved tensor verified
     tokens = tiny_session.windows("evaluation")[:2]
     assert torch.equal(reloaded(tokens).logits, tiny_session.model(tokens).logits)
     recipe = json.loads((out / "pruning.json").read_text())

@@ -48,6 +48,18 @@ async def test_loads_then_shows_baselines_and_status():
         assert "fake-llama" in app.status_line() and "target 0.7" in app.status_line()
 
 
+async def test_without_colour_every_series_has_its_own_character_named_in_the_legend(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        plot = app.query_one("#sparsity-plot", LivePlot)
+        assert await wait_until(pilot, lambda: {"uniform", "owl"} <= set(plot._series))
+        drawn = {label: marker for label, _, marker in plot.legend()}
+        assert drawn["uniform (+)"] == "+" and drawn["owl (x)"] == "x"
+    monkeypatch.delenv("NO_COLOR")
+    assert {marker for _, _, marker in plot.legend()} == {"braille"}  # in colour: braille dots
+
+
 def test_a_view_of_group_or_linear_ratios_has_attention_and_mlp_apart_and_weighted_block_means():
     from fake_engine import LAYOUT, N_BLOCKS
     from workbench.views import allocation_view
@@ -322,6 +334,7 @@ async def test_export_reports_progress_and_result_or_error():
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "written: out/m70" in str(export.query_one("#export-result").render()))
         assert ("export", "owl", "out/m70", "dense", "keep", False) in api.calls
+        assert str(export.query_one("#export-stage").render()) == "pruning: 3 of 3"  # the stage, in words
         app.query_one("#export-out").value = "exists"
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
@@ -412,8 +425,8 @@ async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():
         await pilot.press("s")  # on this pane, s starts the structured search
         assert await wait_until(pilot, lambda: app.structured.state == "finished")
         assert app.dsa.state == "idle"  # the DSA search was not touched
-        params = api.calls[-1][1]
-        assert params.stages == "2:64:32,1:128:64" and params.target == 0.5
+        settings = api.calls[-1][2]
+        assert [str(st) for st in settings.stages] == ["2:64:32", "1:128:64"] and settings.target == 0.5
         assert [row[:5] for row in pane.stages] == [[1, 4, 2, 64, 32], [2, 2, 1, 128, 64]]
         assert [row[5] for row in pane.stages] == [0, 0]  # reset at the end of each generation
         plot = pane.query_one("#kept-plot", LivePlot)

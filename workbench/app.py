@@ -14,6 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from engine.choices import DEFAULT_STRUCTURED_RUN
+
 from screens.compare import Compare
 from screens.dashboard import Dashboard
 from screens.editor import Editor
@@ -27,7 +29,7 @@ from screens.panes import Panes
 from screens.plots import LivePlot
 from screens.settings import SettingsScreen
 from screens.structured import Structured
-from workbench.contract import RunOptions, ScoredCandidate, StructuredParams
+from workbench.contract import RunOptions, ScoredCandidate
 from workbench.drivers import DsaDriver, EngineEvent, StatusChanged, StructuredDriver, describe_progress
 from workbench.keys import APP_BINDINGS, PANES, help_sections
 
@@ -48,7 +50,8 @@ def while_running(handler):
 class AppConfig:
     settings: object = None  # the engine's SearchSettings of the next DSA search; None: the API's defaults
     options: RunOptions = field(default_factory=RunOptions)
-    structured: StructuredParams = field(default_factory=StructuredParams)
+    structured: object = None  # the engine's StructuredSettings the structured pane starts with; None: the defaults
+    structured_run: str = DEFAULT_STRUCTURED_RUN
     redraw_s: float = REDRAW_S
 
 
@@ -85,7 +88,8 @@ class WorkbenchApp(App):
             with TabPane("Export F6", id="export"):
                 yield Export()
             with TabPane("Structured F7", id="structured"):
-                yield Structured(self.config.structured)
+                yield Structured(self.config.structured_run, self.config.structured or self.api.structured_settings(),
+                                 self.api.structured_settings)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -152,9 +156,9 @@ class WorkbenchApp(App):
         if action != "start":
             self.driver().request(action)
         elif self.structured_active():
-            params = self.query_one(Structured).read_params()
-            if params is not None:
-                self.post_message(StructuredStartRequested(params))
+            chosen = self.query_one(Structured).read_settings()
+            if chosen is not None:
+                self.post_message(StructuredStartRequested(*chosen))
         elif self.info is None:
             self.notify("the model is still loading", severity="warning")
         else:
@@ -200,15 +204,15 @@ class WorkbenchApp(App):
         if self.info is None:
             self.notify("the model is still loading", severity="warning")
         elif self.structured.state.allows("start"):
-            self.structured.start(message.params)
+            self.structured.start(message.run, message.settings)
 
     @on(StructuredExportRequested)
     @work(thread=True, exclusive=True, group="structured export", exit_on_error=False)
     def structured_export(self, message: StructuredExportRequested) -> None:
         def progress(stage: str, done: int, total: int) -> None:
             self.structured.post_status(f"export: {stage} {done}/{total}")
-        path = self.api.export_structured(message.params.run, message.out, message.finetune_tokens,
-                                          message.params.lr, message.force, progress)
+        path = self.api.export_structured(message.run, message.out, message.finetune_tokens, message.settings.lr,
+                                          message.force, progress)
         self.structured.post_status(f"exported: {path}")
         self.call_from_thread(self.notify, f"exported the smaller model to {path}")
 

@@ -380,6 +380,7 @@ def _zero_shot_args(p, what: str) -> None:
                         "and the perplexities stand")
     g.add_argument("--limit", type=_positive, default=None, metavar="N",
                    help="score only the first N examples of each task (default: all)")
+    g.add_argument("--verbose", action="store_true", help="show lm-eval's own logs and progress bars")
 
 
 def _nan_policy_arg(p) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
@@ -14,6 +16,7 @@ from engine.evaluation import DenseReference
 from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.loading import load_model
 from engine.metrics import parse_pattern
+from engine.progress import no_progress
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
 from engine.zeroshot import parse_tasks
 from workbench.console import ProgressBars, print_result, zero_shot_lines
@@ -25,26 +28,26 @@ transformers_logging.set_verbosity_error()
 transformers_logging.disable_progress_bar()
 
 
+# command -> (module, function), imported when the command runs: only what it needs is loaded
+COMMANDS = {
+    "tui": ("workbench.commands", "tui"),
+    "prune": ("workbench.commands", "prune"),
+    "export": ("workbench.commands", "prune"),
+    "eval": ("workbench.commands", "evaluate"),
+    "allocations": ("workbench.commands", "allocations"),
+    "search": ("workbench.search_command", "search"),
+    "structured": ("workbench.structured_command", "structured"),
+    "plan": ("workbench.preflight", "plan"),
+    "distill": ("workbench.result_commands", "distill_command"),
+    "transfer": ("workbench.result_commands", "transfer_command"),
+}
+
+
 def run(args) -> int:
-    if args.command == "search":
-        from workbench.search_command import search
-
-        return search(args)
-    if args.command == "structured":
-        from workbench.structured_command import structured
-
-        return structured(args)
-    if args.command == "tui":
-        return tui(args)
-    if args.command == "plan":
-        from workbench.preflight import plan
-
-        return plan(args)
-    if args.command in ("distill", "transfer"):
-        from workbench import result_commands
-
-        return getattr(result_commands, f"{args.command}_command")(args)
-    return {"prune": prune, "export": prune, "eval": evaluate, "allocations": allocations}[args.command](args)
+    if getattr(args, "verbose", False):
+        logging.getLogger("engine.zeroshot").setLevel(logging.INFO)
+    module, function = COMMANDS[args.command]
+    return getattr(importlib.import_module(module), function)(args)
 
 
 def prune(args) -> int:
@@ -142,12 +145,15 @@ def allocations(args) -> int:
     bars = ProgressBars(not args.quiet)
     check_plan(args, "allocations", args.model, metric=args.metric)
     session = open_session(args, args.model, bars)
+    session.allocation_inputs(args.metric)  # the calibration, with a bar of its own
     columns, errors = {}, {}
-    for method in methods:
+    for i, method in enumerate(methods):  # one bar over the methods (the tuned ones score their grids silently)
+        bars("allocations", i, len(methods))
         try:
-            columns[method] = session.allocate(method, target, args.metric)
+            columns[method] = session.allocate(method, target, args.metric, progress=no_progress)
         except WorkbenchError as exc:  # an invalid function is a result here, not a failure
             errors[method] = str(exc)
+    bars("allocations", len(methods), len(methods))
     parameters = {m: a.parameters for m, a in columns.items() if a.parameters}
     result = {"target": target, "metric": args.metric,
               "methods": {m: list(a.block_ratios) for m, a in columns.items()}, "rejected": errors,

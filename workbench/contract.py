@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_RUN, DEFAULT_STAGES, DEFAULT_STRUCTURED_GENERATIONS,
-                            DEFAULT_STRUCTURED_RUN, DEFAULT_TARGET_PARAMS)
+from engine.choices import DEFAULT_RUN
 
 
 @dataclass(frozen=True)
@@ -19,17 +18,6 @@ class RunOptions:
     resume: bool = False
     cluster: str = ""  # "": candidates on the loaded model; "local" or a Ray address: on Ray workers
     workers: int = 0  # 0: the cluster's default (one per GPU)
-
-
-@dataclass(frozen=True)
-class StructuredParams:
-    run: str = DEFAULT_STRUCTURED_RUN
-    target: float = DEFAULT_TARGET_PARAMS  # fraction of decoder linear parameters kept
-    generations: int = DEFAULT_STRUCTURED_GENERATIONS
-    offspring: int = DEFAULT_OFFSPRING
-    stages: str = DEFAULT_STAGES
-    one_shot: bool = False
-    lr: float = DEFAULT_LR
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from screens.editor import Editor
 from screens.export import Export
 from screens.leaderboard import Leaderboard
 from screens.structured import Levels, Structured
-from workbench.contract import AllocationView, RunOptions, ScoredCandidate, StructuredParams
+from workbench.contract import AllocationView, RunOptions, ScoredCandidate
 from workbench.event_text import event_text
 from workbench.views import allocation_view
 
@@ -270,9 +270,10 @@ class StructuredDriver(SearchDriver):
         self.best: float | None = None
         self.detail = ""
 
-    def start(self, params: StructuredParams) -> None:
+    def start(self, run: str, settings) -> None:
+        """A new search with `settings` (the engine's StructuredSettings), or the one stored in `run` resumed."""
         try:
-            self.controller, info = self.app.api.start_structured(params, self.post_event, self.post_status,
+            self.controller, info = self.app.api.start_structured(run, settings, self.post_event, self.post_status,
                                                                   self.post_progress)
         except ValueError as exc:
             self.app.notify(str(exc), title="structured search", severity="error", timeout=10)

@@ -28,9 +28,9 @@ from engine.search.start import search_controller
 from engine.session import Session
 from engine.structured.export import export_structure
 from engine.structured.run import RunSource, StructuredRun, open_workspace, structured_controller
-from engine.structured.search import StructuredSettings, parse_stages
+from engine.structured.search import StructuredSettings
 from engine.structured.structure import Shapes, Structure
-from workbench.contract import AllocationView, ModelInfo, RunOptions, StructuredInfo, StructuredParams
+from workbench.contract import AllocationView, ModelInfo, RunOptions, StructuredInfo
 from workbench.views import allocation_view
 
 
@@ -163,26 +163,29 @@ class EngineAPI:
         return str(done.path)
 
     @user_errors
-    def start_structured(self, params: StructuredParams, on_event, status,
+    def structured_settings(self, base: StructuredSettings | None = None, **fields) -> StructuredSettings:
+        """`base` (default: the defaults) with `fields` changed, validated by the engine (stages as text too)."""
+        return replace(base or StructuredSettings(), **fields)
+
+    @user_errors
+    def start_structured(self, run_folder: str, settings: StructuredSettings, on_event, status,
                          progress: Progress = no_progress) -> tuple[SearchController, StructuredInfo]:
-        """Start a new structured search or resume the stored one; its thread builds the run's level
-        database first when the run has none."""
+        """Start a new structured search with `settings`, or resume the one stored in `run_folder` (its own
+        settings); its thread builds the run's level database first when the run has none."""
         session = self._session()
         self._one_search_at_a_time()
-        run = StructuredRun(params.run)
+        run = StructuredRun(run_folder)
         resume = run.store.exists
-        settings = None if resume else StructuredSettings(
-            target=params.target, generations=params.generations, offspring=params.offspring,
-            stages=parse_stages(params.stages), one_shot=params.one_shot, lr=params.lr)
+        settings = None if resume else settings
         source = RunSource(session.loaded.source, self.data)
-        controller = structured_controller(params.run, settings, source=source, session=session, on_event=on_event,
+        controller = structured_controller(run_folder, settings, source=source, session=session, on_event=on_event,
                                            progress=progress, status=status)
         active = settings or StructuredSettings.from_json(run.store.settings())
         shapes = Shapes.of(session.model.config, source.mlp_levels)
         stages = [(st.survivors, active.finetune_tokens(i), st.fitness_tokens) for i, st in enumerate(active.stages)]
         note = ("resuming the stored search" if resume else "new search") + \
             ("" if run.has_database else "; building the level database first")
-        return self._started(controller), StructuredInfo(params.run, shapes.heads, shapes.mlp_levels,
+        return self._started(controller), StructuredInfo(run_folder, shapes.heads, shapes.mlp_levels,
                                                          active.offspring, stages, note)
 
     def _one_search_at_a_time(self) -> None:

@@ -45,7 +45,7 @@ def event_text(event, *, kl: bool = False, total: int | None = None, note: str =
     if isinstance(event, ev.StateChanged):
         state = SearchState(event.state)
         if state == SearchState.STOPPED:
-            return (f"stopped after {event.evaluated} candidates; start resumes from the checkpoint"
+            return (f"stopped after {event.evaluated} candidates; s resumes from the checkpoint"
                     if event.resumable else "stopped before the search started; nothing was written")
         if state == SearchState.FAILED:
             return f"failed: {event.message}"

@@ -9,7 +9,7 @@ from engine.saving import folder_bytes
 from engine.search import events as ev
 from engine.structured.export import export_structure
 from engine.structured.run import RunSource, StructuredRun, build_run_database, open_workspace, structured_controller
-from engine.structured.search import StructuredSettings, parse_stages
+from engine.structured.search import StructuredSettings
 from engine.structured.structure import Structure, uniform
 from workbench.console import ProgressBars, print_result
 from workbench.event_text import event_text
@@ -61,7 +61,7 @@ def search(args) -> int:
         if args.target_params is None:
             raise WorkbenchError("--target-params is required for a new search (or --resume)")
         settings = StructuredSettings(target=args.target_params, generations=args.generations,
-                                      offspring=args.offspring, stages=parse_stages(args.stages),
+                                      offspring=args.offspring, stages=args.stages,
                                       one_shot=args.one_shot, lr=args.lr, seed=args.search_seed)
     source = StructuredRun(args.run).source()
     check_plan(args, "structured", source.model, data=source.data)

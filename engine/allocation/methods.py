@@ -179,23 +179,8 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     if method in TUNED:
         raise WorkbenchError(f"'{method}' picks its value on the fitness split: allocate it through a session, "
                              f"or give the value ('{method}:{0.004 if method == ATP else 0.3}')")
-    if method == "uniform":
-        return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
-    if method == "owl":
-        values = inputs.outlier_fractions
-        return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, OWL_LAM, -1), values)
-    if method == "dlp":  # DLP (Chen et al., ICML 2025): the blocks with the higher mean score pruned more
-        values = inputs.mean_scores
-        ratios = spread_ratios(values, inputs.block_params, target, DLP_ALPHA, +1)
-        return _from_blocks(method, target, inputs, ratios, values, {"alpha": DLP_ALPHA, "score": DLP_SCORE})
-    if method == "alpha":
-        values = inputs.alphas
-        ratios = scaled_ratios(values, inputs.block_params, target, ALPHA_EPS)
-        return _from_blocks(method, target, inputs, ratios, values, {"eps": ALPHA_EPS, "fit": ALPHA_FIT})
-    if method == "global":
-        return _from_linears(method, target, inputs, _global_ratios(target, inputs))
-    if method in ("er", "er-plus", "er-ends"):
-        return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
+    if method in NAMED:
+        return NAMED[method](method, target, inputs)
     function = PUBLISHED_DSA if method == "dsa" else AllocationFunction.parse(method)
     if function.groups:
         values = function.block_values(inputs.group_samples)
@@ -207,6 +192,44 @@ def compute_allocation(method: str, target: float, inputs: AllocationInputs) -> 
     ratios = spread_ratios(values.tolist(), inputs.block_params, target, function.lam, function.direction)
     return _from_blocks(str(function), target, inputs, ratios, values.tolist(),
                         {"replaced_blocks": replaced} if reference else None)
+
+
+def _uniform(method, target, inputs) -> Allocation:
+    return _from_blocks(method, target, inputs, [target] * len(inputs.blocks))
+
+
+def _owl(method, target, inputs) -> Allocation:
+    """OWL: the blocks with more outliers pruned less."""
+    values = inputs.outlier_fractions
+    return _from_blocks(method, target, inputs, spread_ratios(values, inputs.block_params, target, OWL_LAM, -1), values)
+
+
+def _dlp(method, target, inputs) -> Allocation:
+    """DLP (Chen et al., ICML 2025): the blocks with the higher mean score pruned more."""
+    values = inputs.mean_scores
+    ratios = spread_ratios(values, inputs.block_params, target, DLP_ALPHA, +1)
+    return _from_blocks(method, target, inputs, ratios, values, {"alpha": DLP_ALPHA, "score": DLP_SCORE})
+
+
+def _alpha(method, target, inputs) -> Allocation:
+    """AlphaPruning: the blocks with heavier-tailed spectra (smaller alpha) pruned less."""
+    values = inputs.alphas
+    ratios = scaled_ratios(values, inputs.block_params, target, ALPHA_EPS)
+    return _from_blocks(method, target, inputs, ratios, values, {"eps": ALPHA_EPS, "fit": ALPHA_FIT})
+
+
+def _global(method, target, inputs) -> Allocation:
+    return _from_linears(method, target, inputs, _global_ratios(target, inputs))
+
+
+def _er(method, target, inputs) -> Allocation:
+    return _from_linears(method, target, inputs, _er_ratios(target, inputs, ends=method == "er-ends"))
+
+
+# The baselines computed from the inputs alone, by name (the tuned ones, ATP and protect-first/-ends, are block
+# forms with their value: engine.allocation.profiles): name -> (name, target, inputs) -> Allocation.
+NAMED = {"uniform": _uniform, "owl": _owl, "dlp": _dlp, "alpha": _alpha, "global": _global, "er": _er, "er-plus": _er,
+         "er-ends": _er}
 
 
 def _from_blocks(method, target, inputs, block_ratios, values=None, parameters=None) -> Allocation:

@@ -17,7 +17,7 @@ ends the generation with the parent unchanged.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from engine.choices import (DEFAULT_LR, DEFAULT_OFFSPRING, DEFAULT_STAGES, DEFAULT_STRUCTURED_GENERATIONS,
                             DEFAULT_TARGET_PARAMS)
@@ -58,7 +58,7 @@ class StructuredSettings:
     target: float = DEFAULT_TARGET_PARAMS  # fraction of decoder linear parameters kept
     generations: int = DEFAULT_STRUCTURED_GENERATIONS
     offspring: int = DEFAULT_OFFSPRING
-    stages: tuple[Stage, ...] = field(default_factory=lambda: parse_stages(DEFAULT_STAGES))
+    stages: tuple[Stage, ...] | str = DEFAULT_STAGES  # text (see parse_stages) parsed once
     one_shot: bool = False  # no fine-tune before scoring
     lr: float = DEFAULT_LR
     seed: int = 0
@@ -68,7 +68,8 @@ class StructuredSettings:
             raise WorkbenchError(f"--target-params must lie in (0, 1) (got {self.target})")
         if self.generations < 1 or self.offspring < 1:
             raise WorkbenchError("the search needs --generations >= 1 and --offspring >= 1")
-        stages = tuple(s if isinstance(s, Stage) else Stage(*s) for s in self.stages)
+        stages = parse_stages(self.stages) if isinstance(self.stages, str) else self.stages
+        stages = tuple(s if isinstance(s, Stage) else Stage(*s) for s in stages)
         object.__setattr__(self, "stages", stages)
         survivors = [s.survivors for s in stages]
         if survivors[-1] != 1 or any(b >= a for a, b in zip(survivors, survivors[1:])) or survivors[0] < 1:
@@ -88,7 +89,7 @@ class StructuredSettings:
 
     @classmethod
     def from_json(cls, data: dict) -> StructuredSettings:
-        return cls(**{**data, "stages": parse_stages(",".join(data["stages"]))})
+        return cls(**{**data, "stages": ",".join(data["stages"])})
 
 
 class StructuredSearch(CheckpointedSearch):
