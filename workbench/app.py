@@ -23,8 +23,8 @@ from screens.export import Export
 from screens.help import HelpScreen
 from screens.leaderboard import Leaderboard
 from screens.messages import (CandidateSelected, CompareDone, CompareProgressed, CompareRequested, EvaluateRequested,
-                              ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested, SeedRequested,
-                              StructuredExportRequested, StructuredStartRequested)
+                              ExportDone, ExportProgressed, ExportRequested, PreviewReady, PreviewRequested,
+                              SeedRequested, StructuredExportRequested, StructuredStartRequested)
 from screens.panes import Panes
 from screens.plots import LivePlot
 from screens.settings import SettingsScreen
