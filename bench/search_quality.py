@@ -309,7 +309,8 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
 
         def on_event(event):
             if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
-                control.count(event.candidate)
+                control.count(event.candidate)  # and the time so far, kept if the run is killed part-way
+                timing.write_text(json.dumps({"seconds": seconds + time.perf_counter() - t0}))
 
         search = Search(settings, store, evaluator, on_event=on_event)
         t0 = time.perf_counter()

@@ -84,7 +84,7 @@ class Pruner:
             progress("ranking weights", i + 1, len(self.linears))
 
     def rank_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._ranks.values())
+        return sum(t.numel() * t.element_size() for t in list(self._ranks.values()))  # (another thread may add)
 
     def pruned(self, name: str, dense: torch.Tensor, ratio: float) -> torch.Tensor:
         """A new tensor: `dense` with the `ratio` lowest-scoring weights of every row (of the whole matrix for a

@@ -60,7 +60,8 @@ class Session:
         self._backup: HostBackup | None = None  # while the weights are pruned in place
         self._changed = False  # the weights were changed in place with no copy kept
         self.pruned: PruneResult | None = None
-        # The caches' sizes (cache_bytes) as of the last allocation, pruning or dense reference: published for
+        # The caches' sizes (cache_bytes) as of the last change to them (allocation, calibration, pruning, restore,
+        # dense reference): published for
         # other threads to read, replaced whole and never changed in place.
         self.memory: dict[str, int] = {}
         # Held around any prune-then-measure sequence when several threads share the model.
@@ -116,6 +117,7 @@ class Session:
             self.restore()
             self._calibration = calibrate(self.model, self.blocks, self.windows("calibration"), hessians=hessians,
                                           batch_size=self.data.batch_size, progress=progress or self.progress)
+            self.memory = self.cache_bytes()
         return self._calibration
 
     def pruner(self, metric: str, pattern: NMPattern | None = None, progress: Progress | None = None) -> Pruner:
@@ -261,6 +263,7 @@ class Session:
         if self._backup is not None:
             self._backup.restore()
             self._backup = None
+            self.memory = self.cache_bytes()
         self.pruned = None
 
     def perplexity(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None,
@@ -301,12 +304,13 @@ class Session:
         """Memory held by the caches that make re-pruning cheap, by cache. (Each dict is copied before it is read:
         another engine thread may add to it meanwhile.)"""
         tensors = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+        calibration, backup = self._calibration, self._backup  # read once: another thread may drop them
         return {"row ranks": sum(p.rank_bytes() for p in list(self._pruners.values())),
-                "calibration": self._calibration.nbytes() if self._calibration else 0,
+                "calibration": calibration.nbytes() if calibration else 0,
                 "block samples": sum(tensors(s.matrix for s in i.samples) for i in list(self._inputs.values())
                                      if "samples" in i.__dict__),
                 "dense references": sum(r.nbytes for r in list(self._references.values())),
-                "host copy of the dense weights": self._backup.nbytes if self._backup else 0}
+                "host copy of the dense weights": backup.nbytes if backup else 0}
 
 
 def _score_metric(metric: str) -> str:

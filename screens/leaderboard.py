@@ -51,7 +51,8 @@ class Leaderboard(Vertical):
         if known is not None:
             table.remove_row(candidate.text)
         stage = "final" if candidate.final else f"{candidate.stage + 1} (cheap)"
-        table.add_row(str(candidate.index), str(candidate.generation), candidate.strategy, stage,
+        counted = lambda n: str(n + 1) if n >= 0 else "-"  # noqa: E731 - from 1, as the status line; "-": the editor's
+        table.add_row(counted(candidate.index), counted(candidate.generation), candidate.strategy, stage,
                       f"{candidate.fitness:.3f}", sparkline(candidate.ratios), Text(candidate.text), key=candidate.text)
         self.query_one("#leaderboard-hint").display = False
         self._sort()
@@ -66,7 +67,7 @@ class Leaderboard(Vertical):
         if self.sort_by == "fitness":
             table.sort("stage", "fitness", key=lambda row: (row[0] != "final", float(row[1])))
         else:
-            table.sort("index", key=int)
+            table.sort("index", key=lambda number: int(number) if number != "-" else 0)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

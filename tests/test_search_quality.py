@@ -77,6 +77,19 @@ def test_stage_specs_are_checked():
         SearchSettings(sparsity=0.7, population=8, stages="4096:4")
 
 
+def test_settings_parse_text_once_and_keep_the_stored_form():
+    settings = SearchSettings(0.7, population=24, stages="auto", tasks="general_facts, arc_easy",
+                              seeds=("abs|var|tanh", "abs | var | tanh"))
+    assert settings.stages == (SelectionStage(512, 8),) and settings.stages_are_auto
+    assert settings.tasks == ("general_facts", "arc_easy") and settings.seeds == ("abs | var | tanh",)
+    stored = settings.to_json()
+    assert stored["stages"] == "512:8" and SearchSettings.from_json(stored) == settings
+    assert SearchSettings.from_json({**stored, "stages": ""}).stages == ()  # runs from before (text, or none)
+    assert not SearchSettings(0.7, population=4).stages_are_auto  # no stages are not "auto"
+    with pytest.raises(WorkbenchError, match="zero-shot limit"):
+        SearchSettings(0.7, limit=-3)
+
+
 class HashScores:
     """A deterministic stand-in evaluator: fitness from the block ratios (lower when block 0 is a little
     sparser than the rest, so a search has somewhere to go); stage 0 adds a fixed noise."""

@@ -124,7 +124,7 @@ async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
         assert await wait_until(pilot, lambda: app.dsa.state == "finished")
         board = app.query_one(Leaderboard)
         assert len(board.candidates) == 12
-        assert app.dsa.generations == [0, 1, 2]
+        assert app.dsa.generations == [1, 2, 3]
         assert app.dsa.best.fitness == min(c.fitness for c in board.candidates.values())
         assert "held-out" in app.status_text
 
@@ -202,7 +202,7 @@ async def test_leaderboard_sort_and_select_sends_function_everywhere():
         assert first[2] == "evolution" and first[3] == "final"
         assert float(first[4]) == pytest.approx(min(c.fitness for c in board.candidates.values()), abs=1e-3)
         await pilot.press("f")
-        assert board.sort_by == "index" and table.get_row_at(0)[0] == "0"
+        assert board.sort_by == "index" and table.get_row_at(0)[0] == "1"
         await pilot.press("enter")
         chosen = str(table.get_row_at(0)[6])
         assert await wait_until(pilot, lambda: app.query_one(Editor).text == chosen)

@@ -190,6 +190,8 @@ class WorkbenchApp(App):
         self.call_from_thread(self.model_loaded, info)
 
     def model_loaded(self, info) -> None:
+        if not self.is_running:
+            return
         self.info = info
         self.status_text = f"loaded {info.label}: {info.blocks} blocks"
         self.refresh_bindings()

@@ -44,8 +44,9 @@ COMMANDS = {
 
 
 def run(args) -> int:
-    if getattr(args, "verbose", False):
-        logging.getLogger("engine.zeroshot").setLevel(logging.INFO)
+    if getattr(args, "verbose", False):  # lm-eval's own logs and bars
+        for name in ("engine.zeroshot", "lm_eval"):
+            logging.getLogger(name).setLevel(logging.INFO)
     module, function = COMMANDS[args.command]
     return getattr(importlib.import_module(module), function)(args)
 
@@ -145,7 +146,8 @@ def allocations(args) -> int:
     bars = ProgressBars(not args.quiet)
     check_plan(args, "allocations", args.model, metric=args.metric)
     session = open_session(args, args.model, bars)
-    session.allocation_inputs(args.metric)  # the calibration, with a bar of its own
+    for metric in dict.fromkeys((args.metric, "wanda")):  # the calibration, with a bar of its own (OWL and DLP
+        session.allocation_inputs(metric)  # read Wanda scores whatever the metric)
     columns, errors = {}, {}
     for i, method in enumerate(methods):  # one bar over the methods (the tuned ones score their grids silently)
         bars("allocations", i, len(methods))

@@ -56,8 +56,6 @@ class SearchDriver:
     """What both kinds share: the controller, the state, requests (pause, resume, step, stop), thread-safe
     callbacks for the engine (events, status, progress) that post to the UI thread."""
 
-    kl = False  # the fitness is KL to the dense model (the structured search)
-
     def __init__(self, app) -> None:
         self.app = app
         self.controller = None
@@ -181,6 +179,8 @@ class DsaDriver(SearchDriver):
 
     def add_evaluated(self, cand: ScoredCandidate) -> None:
         """A function the editor had scored: on the leaderboard, and the best if better than every best so far."""
+        if not self.app.is_running:
+            return
         self.app.query_one(Leaderboard).add(cand)
         if self.best is None or cand.fitness < self.best.fitness:
             self.show_best(cand)
@@ -239,8 +239,6 @@ class DsaDriver(SearchDriver):
             elif self.state == SearchState.FAILED:
                 self.options = replace(self.options, resume=event.resumable)
                 self.app.notify(event.message, title="search failed", severity="error", timeout=10)
-            if self.state not in (SearchState.STOPPED, SearchState.FAILED):
-                text = None  # the state is on the status line already
         elif isinstance(event, ev.NewBest):
             self.show_best(self.scored(event.candidate))
             text = None
@@ -251,7 +249,7 @@ class DsaDriver(SearchDriver):
             self.workers = event
             text = None
         elif isinstance(event, ev.GenerationDone) and event.best is not None:
-            self.generations.append(event.generation)
+            self.generations.append(event.generation + 1)  # counted from 1, as the status line
             self.best_curve.append(event.best)
             self.median_curve.append(event.median)
             self.app.query_one(Dashboard).show_fitness(self.generations, self.best_curve, self.median_curve)
@@ -262,8 +260,6 @@ class DsaDriver(SearchDriver):
 
 class StructuredDriver(SearchDriver):
     """The structured search: the structured pane's plots, structures and status."""
-
-    kl = True
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -300,7 +296,5 @@ class StructuredDriver(SearchDriver):
             pane.show_structure("best", event.candidate.text)
         elif isinstance(event, ev.GenerationDone):
             pane.new_generation()
-        text = event_text(event, kl=True)
-        keep = isinstance(event, (ev.NewBest, ev.GenerationDone, ev.WorkersChanged)) or (
-            isinstance(event, ev.StateChanged) and self.state not in (SearchState.STOPPED, SearchState.FAILED))
-        self.show_status(None if keep else text)
+        keep = isinstance(event, (ev.NewBest, ev.GenerationDone, ev.WorkersChanged))  # the detail line stays
+        self.show_status(None if keep else event_text(event, kl=True))

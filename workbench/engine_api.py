@@ -147,8 +147,8 @@ class EngineAPI:
         every state through `on_event`."""
         session = self._session()
         self._one_search_at_a_time()
-        seeds = settings.seeds + tuple(s for s in seeds if s not in settings.seeds)
-        settings = None if options.resume else replace(settings, seeds=seeds, model=session.loaded.source)
+        settings = None if options.resume else replace(settings, seeds=settings.seeds + tuple(seeds),
+                                                       model=session.loaded.source)  # (repeats dropped)
         cluster = options.cluster or None  # with a cluster the workers load the model themselves
         controller = search_controller(options.run, settings, session=None if cluster else session, cluster=cluster,
                                        workers=options.workers or None, dtype=self.dtype, on_event=on_event,

@@ -49,7 +49,7 @@ def event_text(event, *, kl: bool = False, total: int | None = None, note: str =
                     if event.resumable else "stopped before the search started; nothing was written")
         if state == SearchState.FAILED:
             return f"failed: {event.message}"
-        return f"search {state}"
+        return None  # the other states are on the status line already
     if isinstance(event, ev.SearchFinished):
         held = ", ".join(f"{k}: {v:.2f}" for k, v in event.held_out.items())
         text = f"finished; held-out perplexity{' without fine-tune' if kl else ''}: {held}"

@@ -117,7 +117,9 @@ class SearchSettings:
             raise WorkbenchError(f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}")
         if self.population < 2 or self.generations < 1:
             raise WorkbenchError("the search needs --population >= 2 and --generations >= 1")
-        object.__setattr__(self, "seeds", tuple(str(AllocationFunction.parse(s)) for s in self.seeds))
+        object.__setattr__(self, "seeds", tuple(dict.fromkeys(str(AllocationFunction.parse(s)) for s in self.seeds)))
+        if self.limit is not None and self.limit < 1:
+            raise WorkbenchError(f"the zero-shot limit must be at least 1 example (got {self.limit})")
         if isinstance(self.tasks, str):
             object.__setattr__(self, "tasks", parse_tasks(self.tasks))
         stages = self.stages
@@ -160,7 +162,7 @@ class SearchSettings:
     @property
     def stages_are_auto(self) -> bool:
         """The stages are the automatic ones for this population and fitness split (`--stages auto`)."""
-        return self.stages == auto_stages(self.data, self.population)
+        return bool(self.stages) and self.stages == auto_stages(self.data, self.population)
 
     @property
     def stages_text(self) -> str:
