@@ -146,8 +146,10 @@ class Session:
         """OWL's outlier fractions and DLP's block scores come from Wanda scores whatever the metric, as in their
         reference code; the tuned baselines (first, ends, atp) pick their value on the fitness split. A profile
         of the wrong length is refused before any calibration."""
-        if is_block_form(method) and parse_block_form(method)[0] == PROFILE:
-            granularity_of(len(parse_block_form(method)[1]), len(self.blocks))
+        if is_block_form(method):
+            kind, values = parse_block_form(method)
+            if kind == PROFILE:
+                granularity_of(len(values), len(self.blocks))
         if method in TUNED:
             tried = self.tuned_values(method, target, metric, progress)
             picked = compute_allocation(min(tried, key=tried.get), target, self.allocation_inputs(metric))

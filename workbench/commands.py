@@ -146,8 +146,10 @@ def allocations(args) -> int:
     bars = ProgressBars(not args.quiet)
     check_plan(args, "allocations", args.model, metric=args.metric)
     session = open_session(args, args.model, bars)
-    for metric in dict.fromkeys((args.metric, "wanda")):  # the calibration, with a bar of its own (OWL and DLP
-        session.allocation_inputs(metric)  # read Wanda scores whatever the metric)
+    # The calibration first, with a bar of its own: the metric's inputs, and Wanda's, which OWL and DLP read
+    # whatever the metric.
+    for metric in dict.fromkeys((args.metric, "wanda")):
+        session.allocation_inputs(metric)
     columns, errors = {}, {}
     for i, method in enumerate(methods):  # one bar over the methods (the tuned ones score their grids silently)
         bars("allocations", i, len(methods))
