@@ -257,8 +257,6 @@ def rebuild_curves(here: dict) -> None:
 
 
 def anytime(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     seeds = [int(x) for x in args.seeds.split(",")]
     strategies = [] if args.strategies == "none" else args.strategies.split(",") if args.strategies else list(
         ANYTIME_STRATEGIES)
@@ -384,6 +382,39 @@ def merge(path: Path) -> None:
                   + ", ".join(k for k in other["details"] if k not in ANYTIME_BASELINES), flush=True)
 
 
+def spread(values: list[float], seeds: bool = True) -> str:
+    """mean [min-max] over seeds, and how many where not 3."""
+    text = f"{statistics.mean(values):.1f} [{min(values):.1f}-{max(values):.1f}]" if len(values) > 1 else f"{values[0]:.1f}"
+    return text + ("" if len(values) == 3 or not seeds else f" ({len(values)} seed{'s' * (len(values) > 1)})")
+
+
+def anytime_table() -> None:
+    """The README's anytime tables from the stored results: each strategy's mean [min-max] over seeds, its worst
+    seed at 400 against the best baseline, on the held-out split and on the second corpus."""
+    out = json.loads((RESULTS / "search_quality.json").read_text())
+    for model_label, sections in out.get("anytime", {}).items():
+        here = sections[str(ANYTIME_TARGET)]
+        base, other = here["baselines"], here["second_corpus"]["baselines"]
+        best, best_other = min(base, key=base.get), min(other, key=other.get)
+        print(f"\n{model_label}, {ANYTIME_TARGET:.0%} Wanda, dense held-out {here.get('dense', float('nan')):.2f}\n")
+        print(f"| allocation | 50 | 100 | 200 | 400 | worst seed at 400 against {best} | {SECOND_CORPUS} at 400 | "
+              f"worst seed there against {best_other} | seconds per run | where |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name in ANYTIME_BASELINES:
+            if name in base:
+                print(f"| {name} | | | | {base[name]:.1f} | | {other[name]:.1f} | | | |")
+        for name, curve in here["strategies"].items():
+            rows = [here["details"][f"{name}-{seed}"] for seed in here["seeds"][name]]
+            machines = {seg["machine"] for r in rows for seg in r.get("segments") or [{"machine": r["machine"]}]}
+            where = ", ".join(sorted({"H200" if "H200" in m else "CPU" for m in machines}))
+            on_other = here["second_corpus"]["strategies"][name]["400"]
+            worst, worst_other = max(curve["400"]), max(on_other)
+            print(f"| {name} | " + " | ".join(spread(curve[str(n)]) for n in ANYTIME_AT)
+                  + f" | {worst:.1f} ({worst / base[best] - 1:+.1%}) | {spread(on_other, seeds=False)} | "
+                  f"{worst_other:.1f} ({worst_other / other[best_other] - 1:+.1%}) | "
+                  f"{spread([r['seconds'] for r in rows], seeds=False)} | {where} |")
+
+
 FIDELITY_TOP = 20
 
 
@@ -444,11 +475,12 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=max(ANYTIME_AT), help="anytime: proposals per run")
     p.add_argument("--strategies", default=None, help="anytime: only these, "
                    "without the baselines (comma-separated; none: the baselines alone; default all and the baselines)")
-    p.add_argument("--threads", type=int, default=None, help="anytime: torch threads (default torch's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     p.add_argument("--gguf", default=None, help="anytime and fidelity: gemma's GGUF file (default: assembled from "
                    "its registry packages)")
     p.add_argument("--device", default="auto", help="anytime and fidelity: cpu, cuda, cuda:N (default auto)")
     p.add_argument("--dtype", default="float32", help="anytime and fidelity: the models' dtype (default float32)")
+    p.add_argument("--table", action="store_true", help="print the README's anytime tables from the results")
     p.add_argument("--merge", type=Path, default=None, help="add the anytime rows of another machine's "
                    "search_quality.json (bench/gpu_anytime.sh) to the results")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and run folders go "
@@ -456,8 +488,13 @@ def main() -> None:
     args = p.parse_args()
     RESULTS = args.results
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.merge:
         merge(args.merge)
+        return
+    if args.table:
+        anytime_table()
         return
     if args.anytime:
         anytime(args)
