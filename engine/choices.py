@@ -37,6 +37,7 @@ DEVICE_MAPS = ("auto", "balanced")  # accelerate's, to spread a model over every
 PLAN_COMMANDS = ("prune", "eval", "allocations", "search", "tui", "structured")  # what `dsa-workbench plan` plans
 EXPORT_DTYPES = ("keep", "float16", "bfloat16")
 EXPORT_FORMATS = ("dense", "compressed-tensors")
+RECIPE_EXPORT = "llmcompressor"  # the export pane's other choice: the allocation as an llm-compressor recipe
 
 # -- DSA search ---------------------------------------------------------------------------------------
 FITNESS = ("ppl", "kl")

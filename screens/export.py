@@ -1,4 +1,5 @@
-"""Export: choose a function, an output folder and a dtype; prune and write a safetensors folder."""
+"""Export: choose a function, an output folder and a dtype; prune and write a safetensors folder (or write the
+allocation as an llm-compressor recipe)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
 
-from engine.choices import EXPORT_DTYPES, EXPORT_FORMATS
+from engine.choices import EXPORT_DTYPES, EXPORT_FORMATS, RECIPE_EXPORT
 from screens.messages import ExportDone, ExportProgressed, ExportRequested
 from screens.text_box import TextBox
 
 LABELS = {"keep": "keep the model's dtype", "dense": "dense safetensors",
-          "compressed-tensors": "compressed-tensors (sparse)"}
+          "compressed-tensors": "compressed-tensors (sparse)", RECIPE_EXPORT: "llm-compressor recipe (.yaml)"}
 DTYPES = [(LABELS.get(d, d), d) for d in EXPORT_DTYPES]
-FORMATS = [(LABELS.get(f, f), f) for f in EXPORT_FORMATS]
+FORMATS = [(LABELS.get(f, f), f) for f in (*EXPORT_FORMATS, RECIPE_EXPORT)]
 
 
 class Export(Vertical):
@@ -23,7 +24,7 @@ class Export(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("Allocation (a method name, or a function's text form)")
         yield TextBox(value="owl", id="export-method")
-        yield Label("Output folder")
+        yield Label("Output folder (a .yaml file for a recipe)")
         yield TextBox(value="out/pruned", id="export-out")
         with Horizontal(id="export-options"):
             yield Select(FORMATS, value="dense", allow_blank=False, id="export-format")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from engine.search import events as ev
 from workbench.contract import RunOptions
@@ -54,6 +57,9 @@ def test_search_and_export(api, tmp_path):
     assert (tmp_path / "out" / "pruning.json").is_file() and path.endswith("out")
     with pytest.raises(ValueError, match="already exists"):
         api.export("owl", 0.6, "wanda", str(tmp_path / "out"), "dense", "keep", False, lambda *a: None)
+    recipe = api.export("owl", 0.6, "wanda", str(tmp_path / "r.yaml"), "llmcompressor", "keep", False, print)
+    settings = yaml.safe_load(Path(recipe).read_text())["pruning_stage"]["pruning_modifiers"]["WandaPruningModifier"]
+    assert settings["sparsity"] == pytest.approx(list(api.session.allocate("owl", 0.6, "wanda").block_ratios), abs=1e-6)
 
 
 def states(seen):

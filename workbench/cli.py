@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_args(se)
     _output_args(se)
     _result_parsers(sub)
+    _recipe_parser(sub)
     _plan_parser(sub)
     _structured_parser(sub)
     return parser
@@ -159,6 +160,30 @@ def _result_parsers(sub) -> None:
     _model_args(tr)
     _data_args(tr)
     _output_args(tr)
+
+
+def _recipe_parser(sub) -> None:
+    rc = sub.add_parser("recipe", help="an allocation as an llm-compressor recipe (YAML for its oneshot)",
+                        description="Writes the per-block (or, for group and linear allocations, per-linear) "
+                                    "sparsities of an exported model folder, of a search run's best or of an "
+                                    "allocation as a recipe that llm-compressor's oneshot runs as it is: its "
+                                    "Wanda or SparseGPT modifier, `sparsity` as one value per matched module in "
+                                    "module order, N:M as its mask_structure. Embeddings and lm_head stay dense.")
+    rc.add_argument("folder", nargs="?", default=None, help="a folder written by `export` (its pruning.json)")
+    rc.add_argument("--from-run", metavar="RUN", help="the best of a search run (its model, data and metric)")
+    rc.add_argument("--format", default="llmcompressor", choices=("llmcompressor",),
+                    help="the recipe's library (default llmcompressor, the one there is)")
+    rc.add_argument("--out", required=True, help="the recipe file to write, e.g. recipe.yaml")
+    rc.add_argument("--force", action="store_true", help="replace an existing file")
+    g = rc.add_argument_group("an allocation (without a folder or --from-run)")
+    g.add_argument("--allocation", default="uniform", help=f"{', '.join(METHODS)}, a function or a profile text")
+    g.add_argument("--sparsity", type=float, default=None, help="target mean sparsity in (0, 1), e.g. 0.7")
+    g.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
+    g.add_argument("--pattern", default=None, help="N:M mask structure such as 2:4 (uniform, sparsity N/M)")
+    _nan_policy_arg(g)
+    _model_args(rc)
+    _data_args(rc)
+    _output_args(rc)
 
 
 def _plan_parser(sub) -> None:

@@ -40,6 +40,7 @@ COMMANDS = {
     "plan": ("workbench.preflight", "plan"),
     "distill": ("workbench.result_commands", "distill_command"),
     "transfer": ("workbench.result_commands", "transfer_command"),
+    "recipe": ("workbench.result_commands", "recipe_command"),
 }
 
 

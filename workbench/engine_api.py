@@ -15,7 +15,7 @@ import torch
 
 from engine.allocation import AllocationFunction
 from engine.allocation.ops import STAGES
-from engine.choices import DEFAULT_SPARSITY
+from engine.choices import DEFAULT_SPARSITY, RECIPE_EXPORT
 from engine.architecture import linear_path
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
@@ -158,6 +158,10 @@ class EngineAPI:
     @user_errors
     def export(self, method: str, sparsity: float, metric: str, out: str, sparse_format: str, dtype: str,
                force: bool, progress) -> str:
+        if sparse_format == RECIPE_EXPORT:  # the allocation as an llm-compressor recipe, no model written
+            from engine.llmcompressor_recipe import session_recipe, write_recipe
+
+            return str(write_recipe(session_recipe(self._session(), method, sparsity, metric)[0], out, force))
         done = export_pruned(self._session(), method, sparsity, metric, out, dtype=dtype, force=force,
                              sparse_format=sparse_format, progress=progress)
         return str(done.path)

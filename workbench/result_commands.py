@@ -1,13 +1,16 @@
-"""`distill` and `transfer`: what to do with a search's result besides exporting it."""
+"""`distill`, `transfer` and `recipe`: what to do with a search's result besides exporting it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from engine.allocation import canonical_method, with_nan_policy
 from engine.allocation.distill import distill
 from engine.allocation.mapping import check_target
 from engine.allocation.profiles import PROFILE, parse_block_form
 from engine.errors import WorkbenchError
-from engine.metrics import check_metric
+from engine.export import read_recipe_file
+from engine.metrics import check_metric, parse_pattern
 from engine.session import Session
 from workbench.console import ProgressBars, print_result
 from workbench.preflight import check_plan
@@ -87,6 +90,57 @@ def transfer_command(args) -> int:
     print_result(args, {"methods": methods, "rows": rows, "corpora": session.corpora},
                  f"held-out perplexity ({session.corpora['evaluation']})\n" + "\n".join(lines))
     return 0
+
+
+def recipe_command(args) -> int:
+    """`recipe`: an allocation (of an exported folder, a search run's best, or a method) as an llm-compressor
+    recipe, its ratios in the model's module order."""
+    from engine.llmcompressor_recipe import llmcompressor_recipe, ordered_ratios, session_recipe, write_recipe
+
+    bars = ProgressBars(not args.quiet)
+    if Path(args.out).expanduser().exists() and not args.force:  # before any model is loaded
+        raise WorkbenchError(f"output {args.out} already exists (use --force to replace it)")
+    if args.folder:
+        if args.from_run:
+            raise WorkbenchError("give an exported folder or --from-run, not both")
+        pruning = read_recipe_file(args.folder)
+        alloc, metric = pruning["allocation"], pruning["metric"]
+        ratios = ordered_ratios(alloc["linear_ratios"], _module_order(Path(args.folder).expanduser()))
+        what = f"{alloc['method']} at {alloc['target']:g} from {args.folder}"
+        text = llmcompressor_recipe(ratios, metric, pruning.get("pattern"), title=f"dsa-workbench: {what}")
+    else:
+        pattern = None
+        if args.from_run:
+            session, method, target, metric = best_of_run(args, bars)
+        else:
+            pattern = parse_pattern(args.pattern)
+            method, metric = with_nan_policy(args.allocation, args.nan_policy), args.metric
+            if pattern is None and args.sparsity is None:
+                raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
+            if pattern and method != "uniform":
+                raise WorkbenchError(f"--pattern {pattern} prunes every layer alike: it needs --allocation uniform")
+            target = pattern.ratio if pattern else check_target(args.sparsity)
+            check_plan(args, "allocations", args.model, metric=metric)
+            session = open_session(args, args.model, bars)
+        text, ratios = session_recipe(session, method, target, metric, str(pattern) if pattern else None, bars)
+        what = f"{method} at {target:g} on {session.loaded.label}"
+    out = write_recipe(text, args.out, args.force)
+    values = list(ratios.values())
+    print_result(args, {"out": str(out), "format": args.format, "metric": metric, "allocation": what,
+                        "ratios": len(values), "min": min(values), "max": max(values)},
+                 f"wrote {out}: {what}, {metric}, {len(values)} linears at {min(values):.3f}-{max(values):.3f}\n"
+                 f"run it: oneshot(model=..., dataset=..., recipe=\"{out}\")")
+    return 0
+
+
+def _module_order(folder: Path) -> list[str]:
+    """The module names of an exported folder's model, in its module order (built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return [name for name, _ in model.named_modules()]
 
 
 def _number(text: str, flag: str) -> float:
