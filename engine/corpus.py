@@ -160,6 +160,31 @@ def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: 
     return torch.tensor(ids[:need], dtype=torch.long).view(n_windows, seqlen)
 
 
+MAX_DRAWS = 1000  # documents drawn for one reference window before giving up (none is longer than a window)
+
+
+def reference_windows(tokenizer, texts: list[str], source: str, n_tokens: int, seqlen: int, seed: int) -> torch.Tensor:
+    """The reference code's calibration windows (Wanda's, SparseGPT's and OWL's get_c4): Python's random seeded
+    once; for each window, random documents until one tokenises (special tokens included, as there) to more
+    than `seqlen` tokens, then a random window of it."""
+    n_windows = n_tokens // seqlen
+    if n_windows < 1:
+        raise WorkbenchError(f"--calib-tokens {n_tokens} is less than one window of {seqlen} tokens")
+    rng = random.Random(seed)
+    windows = []
+    for _ in range(n_windows):
+        for _draw in range(MAX_DRAWS):
+            ids = tokenizer(texts[rng.randint(0, len(texts) - 1)])["input_ids"]
+            if len(ids) > seqlen:
+                break
+        else:
+            raise WorkbenchError(f"corpus {source}: no document of {MAX_DRAWS} drawn is longer than {seqlen} tokens; "
+                                 "lower --seqlen or use --calib-sampling consecutive")
+        start = rng.randint(0, len(ids) - seqlen - 1)
+        windows.append(ids[start:start + seqlen])
+    return torch.tensor(windows, dtype=torch.long)
+
+
 def _flag(split: str) -> str:
     return {"calibration": "calib", "fitness": "fitness", "evaluation": "eval"}[split]
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_SAMPLE_SIZE = 1 << 18  # scores sampled per block as allocation-function input
-# --protocol presets: "paper" is the Wanda / SparseGPT / OWL / DSA papers' (C4 calibration, 128 windows of
-# 2,048 tokens; WikiText-2 test perplexity at 2,048, every window); options given on the command line win.
+# --protocol presets: "paper" is the Wanda / SparseGPT / OWL / DSA reference code's (128 random 2,048-token
+# windows of random C4 training documents, statistics block by block on the pruned model's activations;
+# WikiText-2 test perplexity at 2,048, every window of one stream); options given on the command line win.
 PROTOCOLS = {"default": {},
              "paper": {"corpus": "c4", "eval_corpus": "wikitext2", "seqlen": 2048, "calib_tokens": 128 * 2048,
-                       "eval_tokens": 0}}
+                       "eval_tokens": 0, "calib_sampling": "reference"}}
+PROTOCOL_CALIBRATION = {"default": "dense", "paper": "sequential"}  # prune and export's --calibration
+CALIB_SAMPLINGS = ("consecutive", "reference")
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,9 @@ class DataConfig:
     eval_tokens: int = 8192  # 0: every window of the evaluation corpus (with eval_corpus)
     batch_size: int = 4
     sample_size: int = DEFAULT_SAMPLE_SIZE
+    # consecutive: the calibration split's documents joined in order; reference: the reference code's random
+    # window of a random document (longer than a window) per window, from every training document of the corpus
+    calib_sampling: str = "consecutive"
 
     def tokens(self, split: str) -> int:
         return {"calibration": self.calib_tokens, "fitness": self.fitness_tokens,

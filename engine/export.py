@@ -156,7 +156,8 @@ def replay_recipe(recipe: dict, out: str | Path, *, force: bool = False, dtype: 
         data = DataConfig(corpus=d["corpus"], eval_corpus=d.get("eval_corpus"), seed=d["seed"], seqlen=d["seqlen"],
                           calib_tokens=d["calib_tokens"],
                           eval_tokens=d["eval_tokens"], sample_size=d["sample_size"],
-                          batch_size=d.get("batch_size", DataConfig.batch_size))
+                          batch_size=d.get("batch_size", DataConfig.batch_size),
+                          calib_sampling=d.get("calib_sampling", DataConfig.calib_sampling))
         method, target, metric = alloc["method"], alloc["target"], recipe["metric"]
         calibration = recipe.get("calibration", "dense")
         pattern, evaluate = parse_pattern(recipe["pattern"]), recipe["perplexity"]["pruned"] is not None

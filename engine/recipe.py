@@ -36,7 +36,7 @@ def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: f
                  "eval_corpus": session.data.eval_corpus, "corpora": session.corpora, "seed": session.data.seed,
                  "seqlen": session.data.seqlen, "calib_tokens": session.data.calib_tokens,
                  "eval_tokens": session.data.eval_tokens, "sample_size": session.data.sample_size,
-                 "batch_size": session.data.batch_size},
+                 "batch_size": session.data.batch_size, "calib_sampling": session.data.calib_sampling},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "zero_shot": zero_shot,  # tasks, limit, and per task the dense and the pruned model's accuracy
         "versions": _versions(),

@@ -15,7 +15,8 @@ from engine.allocation.units import granularity_of
 from engine.architecture import Block, decoder_blocks
 from engine.calibration import CalibrationStats, calibrate
 from engine.choices import CALIBRATION_MODES
-from engine.corpus import Splits, load_texts, split_corpus, stream_windows, token_windows
+from engine.corpus import (Splits, load_texts, mixed_sources, reference_windows, split_corpus, stream_windows,
+                           token_windows)
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
 from engine.evaluation import DenseReference, perplexity
@@ -88,6 +89,12 @@ class Session:
             if split == "evaluation" and self.data.eval_corpus:
                 self._windows[split] = stream_windows(self.loaded.tokenizer, *self.eval_texts, self.data.eval_tokens,
                                                       self.data.seqlen)
+            elif split == "calibration" and self.data.calib_sampling == "reference":
+                if len(mixed_sources(self.data.corpus)) > 1:
+                    raise WorkbenchError("--calib-sampling reference draws from one corpus, not a mix")
+                texts, source = load_texts(self.data.corpus, "train")
+                self._windows[split] = reference_windows(self.loaded.tokenizer, texts, source, self.data.calib_tokens,
+                                                         self.data.seqlen, self.data.seed)
             else:
                 self._windows[split] = token_windows(self.loaded.tokenizer, self.splits, split,
                                                      self.data.tokens(split), self.data.seqlen)

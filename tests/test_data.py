@@ -172,6 +172,54 @@ def test_the_paper_protocol_takes_c4_and_wikitext2_and_every_output_names_the_co
     recipe = json.loads((out / "pruning.json").read_text())
     assert recipe["data"]["corpora"] == result["corpora"] and recipe["data"]["seqlen"] == 64
     assert recipe["data"]["calib_tokens"] == 512 and recipe["data"]["eval_tokens"] == 0
+    assert recipe["data"]["calib_sampling"] == "reference" and recipe["calibration"] == "sequential"
+    out = tmp_path / "flags-win"
+    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), *argv,
+                 "--calibration", "dense", "--calib-sampling", "consecutive"]) == 0
+    recipe = json.loads((out / "pruning.json").read_text())
+    assert recipe["data"]["calib_sampling"] == "consecutive" and recipe["calibration"] == "dense"
+
+
+def reference_get_c4(texts, tokenizer, nsamples, seed, seqlen):
+    """Wanda's lib/data.py get_c4 (the same in SparseGPT's datautils and OWL's), its dataset a list of texts."""
+    import random
+
+    random.seed(seed)
+    trainloader = []
+    for _ in range(nsamples):
+        while True:
+            i = random.randint(0, len(texts) - 1)
+            trainenc = tokenizer(texts[i], return_tensors="pt")
+            if trainenc.input_ids.shape[1] > seqlen:
+                break
+        i = random.randint(0, trainenc.input_ids.shape[1] - seqlen - 1)
+        j = i + seqlen
+        trainloader.append(trainenc.input_ids[:, i:j])
+    return torch.cat(trainloader)
+
+
+def test_reference_sampling_draws_the_windows_the_reference_code_draws(tmp_path, tiny_model_dir):
+    """C4 from a local copy of its hub repository, documents of every length (some shorter than a window): the
+    calibration windows of `--calib-sampling reference` equal those of the reference code, seed by seed."""
+    import gzip
+
+    from engine.data_config import DataConfig
+    from engine.loading import load_model
+    from engine.session import Session
+
+    docs = [f"document {i}: " + "words of the web, " * (3 + (i * 7) % 40) for i in range(60)]
+    (tmp_path / "c4" / "en").mkdir(parents=True)
+    with gzip.open(tmp_path / "c4" / "en" / "c4-train.00000-of-01024.json.gz", "wt") as fh:
+        fh.writelines(json.dumps({"text": d, "timestamp": "2019", "url": "u"}) + "\n" for d in docs)
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    for seed in (0, 1):
+        data = DataConfig(corpus=f"c4={tmp_path / 'c4'}", seed=seed, seqlen=48, calib_tokens=8 * 48,
+                          calib_sampling="reference")
+        ours = Session(loaded, data).windows("calibration")
+        assert torch.equal(ours, reference_get_c4(docs, loaded.tokenizer, 8, seed, 48))
+    with pytest.raises(WorkbenchError, match="no document of 1000 drawn is longer than 4096 tokens"):
+        Session(loaded, DataConfig(corpus=f"c4={tmp_path / 'c4'}", seqlen=4096, calib_tokens=4096,
+                                   calib_sampling="reference")).windows("calibration")
 
 
 def test_eval_tokens_all_needs_an_evaluation_corpus(capsys, tiny_model_dir):

@@ -10,7 +10,7 @@ from engine.choices import (CALIBRATION_MODES, DEFAULT_FITNESS, DEFAULT_GENERATI
                             DEFAULT_POPULATION, DEFAULT_RUN, DEFAULT_SEARCH_STAGES, DEFAULT_SPARSITY, DEFAULT_STAGES,
                             DEFAULT_STRATEGY, DEFAULT_STRUCTURED_GENERATIONS, DEVICE_MAPS, DTYPE_CHOICES, EXPORT_DTYPES, EXPORT_FORMATS,
                             FITNESS, GRANULARITIES, METHODS, METRICS, NAN_POLICIES, PLAN_COMMANDS, STRATEGIES)
-from engine.data_config import PROTOCOLS, DataConfig
+from engine.data_config import CALIB_SAMPLINGS, PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
 
 EXIT_USAGE = 2
@@ -314,9 +314,14 @@ def _data_args(p, fitness: bool = False) -> None:
                         "papers evaluate WikiText-2): wikitext2, c4 (its first validation shard), NAME=FOLDER, a hub "
                         "id, a file or folder (default: the held-out documents of --corpus)")
     g.add_argument("--protocol", default="default", choices=tuple(PROTOCOLS),
-                   help=f"paper: the pruning papers' data, --corpus {paper['corpus']} --eval-corpus "
+                   help=f"paper: the pruning papers' reference code, --corpus {paper['corpus']} --eval-corpus "
                         f"{paper['eval_corpus']} --seqlen {paper['seqlen']} --calib-tokens {paper['calib_tokens']} "
-                        "--eval-tokens all (options given here win), so figures line up with published tables")
+                        "--eval-tokens all --calib-sampling reference, and for prune and export --calibration "
+                        "sequential (options given here win), so figures line up with published tables")
+    g.add_argument("--calib-sampling", default=None, choices=CALIB_SAMPLINGS,
+                   help="consecutive: the calibration documents joined in order (default); reference: as the "
+                        "reference code samples C4, a random window of a random training document (longer than a "
+                        "window) for each window, Python's random seeded with --seed")
     g.add_argument("--seed", type=int, default=d.seed, help=f"split and sampling seed (default {d.seed})")
     g.add_argument("--seqlen", type=int, default=None, help=f"tokens per window (default {d.seqlen})")
     g.add_argument("--calib-tokens", type=int, default=None, help=f"calibration tokens (default {d.calib_tokens})")
@@ -357,10 +362,11 @@ def _prune_args(p) -> None:
     g.add_argument("--sparsity", type=float, default=None, help="target mean sparsity in (0, 1), e.g. 0.7")
     g.add_argument("--pattern", default=None,
                    help="N:M semi-structured pattern such as 2:4 or 4:8 (sets the sparsity to N/M, uniform)")
-    g.add_argument("--calibration", default="dense", choices=CALIBRATION_MODES,
+    g.add_argument("--calibration", default=None, choices=CALIBRATION_MODES,
                    help="dense: statistics of the dense model in one pass (default); sequential: block by block, "
                         "each from the output of the pruned blocks before it, one block's statistics (and "
-                        "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune")
+                        "SparseGPT Hessians) in memory at a time, as the Wanda and SparseGPT papers prune (the "
+                        "default of --protocol paper)")
     _nan_policy_arg(g)
 
 

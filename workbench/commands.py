@@ -20,7 +20,7 @@ from engine.progress import no_progress
 from engine.saving import RECIPE_NAME, check_output, folder_bytes
 from engine.zeroshot import parse_tasks
 from workbench.console import ProgressBars, print_result, zero_shot_lines
-from workbench.options import cluster_options, data_config
+from workbench.options import calibration_mode, cluster_options, data_config
 from workbench.preflight import check_plan
 from workbench.sessions import open_run_session, open_session, run_best
 
@@ -85,10 +85,11 @@ def prune(args) -> int:
         target = check_target(args.sparsity)
     method = with_nan_policy(method, args.nan_policy)
     check_output(args.out, args.force)
-    check_plan(args, "prune", args.model, metric=args.metric, calibration=args.calibration)
+    calibration = calibration_mode(args)
+    check_plan(args, "prune", args.model, metric=args.metric, calibration=calibration)
     session = open_session(args, args.model, bars, restorable=False)
     done = export_pruned(session, method, target, args.metric, args.out, pattern=pattern,
-                         calibration=args.calibration, evaluate=not args.no_eval, verify=not args.no_verify, **options)
+                         calibration=calibration, evaluate=not args.no_eval, verify=not args.no_verify, **options)
     return report_export(args, done, session.loaded.label)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from engine.data_config import PROTOCOLS, DataConfig
+from engine.data_config import PROTOCOL_CALIBRATION, PROTOCOLS, DataConfig
 from engine.errors import WorkbenchError
 
 
 def data_config(args) -> DataConfig:
     """The data options, over the --protocol preset's values, over the defaults."""
-    flags = ("corpus", "eval_corpus", "seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size")
+    flags = ("corpus", "eval_corpus", "seqlen", "calib_tokens", "eval_tokens", "fitness_tokens", "batch_size",
+             "calib_sampling")
     given = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     values = {**PROTOCOLS[getattr(args, "protocol", "default")], **given}
     for flag, value in values.items():
@@ -18,6 +19,11 @@ def data_config(args) -> DataConfig:
         raise WorkbenchError("--eval-tokens all needs --eval-corpus: the held-out documents of a corpus are "
                              "evaluated on a number of tokens")
     return DataConfig(seed=args.seed, **values)
+
+
+def calibration_mode(args) -> str:
+    """prune and export's --calibration, over the --protocol preset's (paper: sequential)."""
+    return args.calibration or PROTOCOL_CALIBRATION[getattr(args, "protocol", "default")]
 
 
 def cluster_options(args) -> tuple[str | None, int | None]:
