@@ -39,7 +39,7 @@ def make_recipe(session, result, linear_sparsity: dict[str, float], dense_ppl: f
                  "batch_size": session.data.batch_size, "calib_sampling": session.data.calib_sampling},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "zero_shot": zero_shot,  # tasks, limit, and per task the dense and the pruned model's accuracy
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
@@ -48,7 +48,7 @@ def _overall(session, linear_sparsity: dict[str, float]) -> float:
     return sum(linear_sparsity[n] * sizes[n] for n in sizes) / sum(sizes.values())
 
 
-def _versions() -> dict:
+def versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("dsa-workbench", "torch", "transformers"):
         try:

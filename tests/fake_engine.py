@@ -223,5 +223,11 @@ class FakeAPI(EngineAPI):
             raise ValueError("output exists already exists (use --force to replace it)")
         return out
 
+    def report(self, run, out):
+        self.calls.append(("report", run, out))
+        if run == "empty":
+            raise ValueError(f"run {run} has no scored candidate yet: run the search first")
+        return out
+
     def memory(self):
         return "model 1 MiB + caches 1 MiB"

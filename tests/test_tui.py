@@ -340,6 +340,23 @@ async def test_export_reports_progress_and_result_or_error():
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
 
 
+async def test_shift_w_writes_the_report_of_the_run_beside_it_or_says_why_not():
+    from workbench.contract import RunOptions
+
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("W")
+        assert await wait_until(pilot, lambda: any("report written: runs/search-report/report.md" in n.message
+                                                   for n in app._notifications))
+        assert ("report", "runs/search", "runs/search-report") in api.calls
+        app.dsa.options = RunOptions(run="empty")
+        await pilot.press("W")
+        assert await wait_until(pilot, lambda: any("no report: run empty has no scored candidate" in n.message
+                                                   for n in app._notifications))
+
+
 async def test_profile_search_with_stages_shows_strategy_and_stage_and_distills_into_the_editor():
     api = FakeAPI()
     app = app_with(api, settings=dict(strategy="evopress", stages="512:2", population=4, generations=3))

@@ -164,6 +164,18 @@ class WorkbenchApp(App):
         else:
             self.dsa.start()
 
+    @work(thread=True, exclusive=True, group="report", exit_on_error=False)
+    def action_report(self) -> None:
+        """The DSA run's report (report.md and PNGs) into RUN-report, replaced if there; off the UI thread."""
+        run = self.dsa.options.run
+        self.call_from_thread(self.notify, f"writing the report of {run}…")
+        try:
+            path = self.api.report(run, f"{run.rstrip('/')}-report")
+        except ValueError as exc:
+            self.call_from_thread(self.notify, f"no report: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"report written: {path}/report.md")
+
     async def action_quit(self) -> None:
         """Stop every search (now), wait off the UI thread until each has written its checkpoint, exit."""
         active = [d.controller for d in (self.dsa, self.structured) if d.running]

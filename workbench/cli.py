@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(se)
     _result_parsers(sub)
     _recipe_parser(sub)
+    _report_parser(sub)
     _plan_parser(sub)
     _structured_parser(sub)
     return parser
@@ -184,6 +185,22 @@ def _recipe_parser(sub) -> None:
     _model_args(rc)
     _data_args(rc)
     _output_args(rc)
+
+
+def _report_parser(sub) -> None:
+    rp = sub.add_parser("report", help="a search run as report.md and PNG figures to share",
+                        description="Writes report.md, fitness.png (best and median fitness per generation, the "
+                                    "best so far against candidates) and sparsity.png (the best's per-block "
+                                    "sparsity against uniform, OWL, AlphaPruning, ATP, DLP and protect-first) of a "
+                                    "search run, with the final table (held-out perplexity, the second corpus, "
+                                    "zero-shot accuracy, KL to the dense model) and the commands and versions that "
+                                    "reproduce it. Loads the run's model and data; figures readable in black and "
+                                    "white. The TUI writes the same with W.")
+    rp.add_argument("run", help="a search run folder")
+    rp.add_argument("--out", required=True, help="the report folder to write")
+    rp.add_argument("--force", action="store_true", help="replace an existing report folder")
+    _model_args(rp, positional=True, remote_code=False)  # the run names its model
+    _output_args(rp)
 
 
 def _plan_parser(sub) -> None:

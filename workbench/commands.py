@@ -41,6 +41,7 @@ COMMANDS = {
     "distill": ("workbench.result_commands", "distill_command"),
     "transfer": ("workbench.result_commands", "transfer_command"),
     "recipe": ("workbench.result_commands", "recipe_command"),
+    "report": ("workbench.result_commands", "report_command"),
 }
 
 

@@ -167,6 +167,13 @@ class EngineAPI:
         return str(done.path)
 
     @user_errors
+    def report(self, run: str, out: str) -> str:
+        """The report of the search run `run` (engine.report) into `out`, replacing an older one there."""
+        from engine.report import write_report
+
+        return str(write_report(run, out, self._session(), force=True))
+
+    @user_errors
     def structured_settings(self, base: StructuredSettings | None = None, **fields) -> StructuredSettings:
         """`base` (default: the defaults) with `fields` changed, validated by the engine (stages as text too)."""
         return replace(base or StructuredSettings(), **fields)

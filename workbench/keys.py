@@ -31,6 +31,8 @@ APP_BINDINGS = [
     Binding("n", "search('step')", "Step", id="search.step", tooltip="Evaluate one candidate, then pause"),
     Binding("t", "search('stop')", "Stop", id="search.stop", tooltip="Stop the search (checkpoint kept)"),
     Binding("o", "settings", "Settings", id="settings", tooltip="Target sparsity, metric, population..."),
+    Binding("W", "report", "Report", id="report", tooltip="Write the search run's report (report.md and PNG figures) "
+            "beside its folder", show=False),
     Binding("question_mark,f1", "help", "Help", id="help", tooltip="Every key binding"),
     Binding("q,ctrl+q", "quit", "Quit", id="quit", tooltip="Quit (a running search stops, checkpoint kept)"),
     *pane_bindings(),

@@ -1,4 +1,4 @@
-"""`distill`, `transfer` and `recipe`: what to do with a search's result besides exporting it."""
+"""`distill`, `transfer`, `recipe` and `report`: what to do with a search's result besides exporting it."""
 
 from __future__ import annotations
 
@@ -130,6 +130,24 @@ def recipe_command(args) -> int:
                         "ratios": len(values), "min": min(values), "max": max(values)},
                  f"wrote {out}: {what}, {metric}, {len(values)} linears at {min(values):.3f}-{max(values):.3f}\n"
                  f"run it: oneshot(model=..., dataset=..., recipe=\"{out}\")")
+    return 0
+
+
+def report_command(args) -> int:
+    """`report`: a search run as report.md and PNG figures (engine.report), on the run's model and data."""
+    from engine.report import write_report
+    from engine.search.start import stored_settings
+    from engine.search.store import RunStore
+
+    if Path(args.out).expanduser().exists() and not args.force:  # before any model is loaded
+        raise WorkbenchError(f"output {args.out} already exists (use --force to replace it)")
+    bars = ProgressBars(not args.quiet)
+    settings = stored_settings(RunStore(args.run))
+    check_plan(args, "allocations", settings.model, metric=settings.metric, data=settings.data)
+    session = open_run_session(args, settings, bars)
+    out = write_report(args.run, args.out, session, force=args.force, progress=bars)
+    files = sorted(p.name for p in out.iterdir())
+    print_result(args, {"out": str(out), "files": files}, f"wrote {out}: {', '.join(files)}")
     return 0
 
 

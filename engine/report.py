@@ -1,0 +1,185 @@
+"""A search run as a report to share: report.md beside PNG figures (matplotlib), readable in black and white.
+
+fitness.png: the best and median fitness of each generation, and the best so far against candidates scored.
+sparsity.png: the best allocation's per-block sparsity (attention and MLP apart for a group profile) against
+uniform, OWL, AlphaPruning, ATP, DLP and protect-first on the run's model. report.md: the settings, the final
+table (held-out perplexity and KL to the dense model there, measured here; the second corpus's perplexity and
+zero-shot accuracy from the run's final.json)
+and the commands and versions that reproduce it. Written to a temporary folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from engine.errors import WorkbenchError
+from engine.progress import Progress, no_progress
+
+REPORT_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first")
+# one style per series, told apart by line and marker without colour
+STYLES = [dict(color="black", linestyle="-", marker="o", linewidth=2.2, markersize=4)] + [
+    dict(color=grey, linestyle=line, marker=marker, linewidth=1.2, markersize=3)
+    for grey, line, marker in (("0.45", "--", "s"), ("0.3", ":", "^"), ("0.55", "-.", "v"), ("0.2", "--", "D"),
+                               ("0.6", ":", "x"), ("0.35", "-.", "+"), ("0.5", "-", "*"))]
+
+
+def write_report(run: str | Path, out: str | Path, session, *, force: bool = False,
+                 progress: Progress = no_progress) -> Path:
+    """report.md, fitness.png and sparsity.png of the search in `run`, with `session` on the run's model and data."""
+    from engine.search.start import stored_settings
+    from engine.search.store import RunStore
+
+    store = RunStore(run)
+    if not store.exists:
+        raise WorkbenchError(f"no search run in {run}")
+    settings, log, final = stored_settings(store), store.candidates(), store.final() or {}
+    scored = [c for c in log if c.scored and c.stage == len(settings.stage_keep)]
+    if not scored:
+        raise WorkbenchError(f"run {run} has no scored candidate yet: run the search first")
+    out = Path(out).expanduser()
+    if out.exists() and not force:
+        raise WorkbenchError(f"output {out} already exists (use --force to replace it)")
+    best = min(scored, key=lambda c: c.fitness)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        _fitness_figure(scored, settings.fitness, tmp / "fitness.png")
+        methods = [best.text, *REPORT_BASELINES]
+        with session.lock:  # a search may be scoring candidates on the same session
+            allocations = {m: session.allocate(m, settings.sparsity, settings.metric, progress=progress)
+                           for m in methods}
+        _sparsity_figure(allocations, best.text, tmp / "sparsity.png")
+        held, kl = {}, {}
+        for i, method in enumerate(methods):
+            progress("held-out perplexity and KL", i, len(methods))
+            with session.lock:
+                session.prune(allocations[method], settings.metric)
+                held[method], kl[method] = session.perplexity(), session.kl("evaluation")
+                session.restore()
+        (tmp / "report.md").write_text(_markdown(store.folder, settings, best, final, held, kl, allocations))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fitness_figure(scored, fitness: str, path: Path) -> None:
+    plt = _pyplot()
+    label = "perplexity on the fitness split" if fitness == "ppl" else "KL to the dense model (fitness split)"
+    by_generation: dict[int, list[float]] = {}
+    for c in scored:
+        by_generation.setdefault(c.generation, []).append(c.fitness)
+    generations = sorted(by_generation)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot([g + 1 for g in generations], [min(by_generation[g]) for g in generations], label="best", **STYLES[0])
+    left.plot([g + 1 for g in generations], [statistics.median(by_generation[g]) for g in generations],
+              label="median", **STYLES[1])
+    left.set(xlabel="generation", ylabel=label, title="each generation")
+    so_far, best = [], float("inf")
+    for c in sorted(scored, key=lambda c: c.index):
+        best = min(best, c.fitness)
+        so_far.append((c.index + 1, best))
+    right.step(*zip(*so_far), where="post", label="best so far", **{k: v for k, v in STYLES[0].items() if k != "marker"})
+    right.set(xlabel="candidates evaluated", ylabel=label, title="anytime: the best so far")
+    for ax in (left, right):
+        if fitness == "ppl":
+            ax.set_yscale("log")
+        ax.grid(True, color="0.85")
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _sparsity_figure(allocations: dict, best: str, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    blocks = range(len(allocations[best].block_ratios))
+    for style, (method, alloc) in zip(STYLES, allocations.items()):
+        name = "best" if method == best else method
+        ax.plot(blocks, alloc.block_ratios, label=name, **style)
+    units = allocations[best].unit_ratios
+    if units and len(units) == 2 * len(blocks):  # a group profile: attention and MLP of each block
+        ax.plot(blocks, units[0::2], label="best: attention", color="black", linestyle="none", marker="^",
+                markersize=6, markerfacecolor="white")
+        ax.plot(blocks, units[1::2], label="best: MLP", color="black", linestyle="none", marker="v", markersize=6)
+    ax.set(xlabel="block", ylabel="sparsity", title="per-block sparsity")
+    ax.grid(True, color="0.85")
+    ax.legend(frameon=False, ncol=3, fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, allocations: dict) -> str:
+    from engine.recipe import versions
+
+    other = final.get("second_corpus", {})
+    zero_shot = final.get("zero_shot", {})
+    tasks = sorted({t for scores in zero_shot.values() for t in scores})
+    head = ["allocation", "held-out perplexity"] + ([f"{other['corpus']} perplexity"] if "held_out_perplexity" in
+                                                     other else []) + [f"{t} accuracy" for t in tasks] + [
+        "KL to dense (held-out)"]
+    rows = []
+    for method in kl:
+        cells = [("best: " if method == best.text else "") + f"`{method}`", _number(held.get(method))]
+        if "held_out_perplexity" in other:
+            cells.append(_number(other["held_out_perplexity"].get(method)))
+        cells += [_accuracy(zero_shot.get(method, {}).get(t)) for t in tasks]
+        rows.append(cells + [f"{kl[method]:.4f}"])
+    d = settings.data
+    lines = [f"# Search report: {folder.name}", "",
+             f"Model: {settings.model or 'the default model (SmolLM2-135M-Instruct)'}; {settings.metric} at "
+             f"{settings.sparsity:g} mean sparsity; strategy {settings.strategy} ({settings.granularity}), "
+             f"population {settings.population}, {settings.generations} generations, seed {settings.seed}, fitness "
+             f"{settings.fitness}, stages {settings.stages_text or 'none'}.",
+             f"Data: corpus {d.corpus or 'sotu'}, seqlen {d.seqlen}, {d.calib_tokens} calibration, {d.fitness_tokens} "
+             f"fitness and {d.eval_tokens or 'all'} held-out tokens, seed {d.seed}.", "",
+             f"Best (fitness {best.fitness:.4g}, candidate {best.index + 1}, generation {best.generation + 1}):", "",
+             f"    {best.text}", ""]
+    if "fitness_to_held_out" in final:
+        lines += [f"Held-out over fitness perplexity of the best: {final['fitness_to_held_out']:.3f}.", ""]
+    if not final:
+        lines += ["The search has not finished: the second corpus and zero-shot columns come with its end.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += ["", "![fitness per generation and the best so far](fitness.png)", "",
+              "![per-block sparsity of the best and of the baselines](sparsity.png)", "",
+              "Per-block sparsity:", "", "| allocation | " + " | ".join(str(b) for b in
+                                                                        range(len(allocations[best.text].block_ratios)))
+              + " |", "|" + "---|" * (1 + len(allocations[best.text].block_ratios))]
+    lines += [f"| {'best' if m == best.text else m} | " + " | ".join(f"{r:.3f}" for r in a.block_ratios) + " |"
+              for m, a in allocations.items()]
+    lines += ["", "Reproduce:", "", "```bash",
+              f"dsa-workbench search --resume {folder}            # continue this run",
+              f"dsa-workbench export --from-run {folder} --out pruned",
+              f"dsa-workbench recipe --from-run {folder} --out recipe.yaml",
+              f"dsa-workbench report {folder} --out {folder.name}-report", "```", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    """A perplexity (or the reason there is none, as final.json gives it)."""
+    return "" if value is None else f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _accuracy(score: dict | None) -> str:
+    """A zero-shot task's score (engine.zeroshot.TaskScore as JSON) as a percentage."""
+    if score is None:
+        return ""
+    return "failed" if score.get("error") else f"{100 * score['accuracy']:.1f}%"
