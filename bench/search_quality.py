@@ -382,9 +382,11 @@ def merge(path: Path) -> None:
                   + ", ".join(k for k in other["details"] if k not in ANYTIME_BASELINES), flush=True)
 
 
-def spread(values: list[float], seeds: bool = True) -> str:
+def spread(values: list[float], seeds: bool = True, digits: int = 1) -> str:
     """mean [min-max] over seeds, and how many where not 3."""
-    text = f"{statistics.mean(values):.1f} [{min(values):.1f}-{max(values):.1f}]" if len(values) > 1 else f"{values[0]:.1f}"
+    f = f".{digits}f"
+    text = (f"{statistics.mean(values):{f}} [{min(values):{f}}-{max(values):{f}}]" if len(values) > 1
+            else f"{values[0]:{f}}")
     return text + ("" if len(values) == 3 or not seeds else f" ({len(values)} seed{'s' * (len(values) > 1)})")
 
 
@@ -398,11 +400,11 @@ def anytime_table() -> None:
         best, best_other = min(base, key=base.get), min(other, key=other.get)
         print(f"\n{model_label}, {ANYTIME_TARGET:.0%} Wanda, dense held-out {here.get('dense', float('nan')):.2f}\n")
         print(f"| allocation | 50 | 100 | 200 | 400 | worst seed at 400 against {best} | {SECOND_CORPUS} at 400 | "
-              f"worst seed there against {best_other} | seconds per run | where |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              f"worst seed there against {best_other} | held-out / fitness at 400 | seconds per run | where |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in ANYTIME_BASELINES:
             if name in base:
-                print(f"| {name} | | | | {base[name]:.1f} | | {other[name]:.1f} | | | |")
+                print(f"| {name} | | | | {base[name]:.1f} | | {other[name]:.1f} | | | | |")
         for name, curve in here["strategies"].items():
             rows = [here["details"][f"{name}-{seed}"] for seed in here["seeds"][name]]
             machines = {seg["machine"] for r in rows for seg in r.get("segments") or [{"machine": r["machine"]}]}
@@ -412,6 +414,7 @@ def anytime_table() -> None:
             print(f"| {name} | " + " | ".join(spread(curve[str(n)]) for n in ANYTIME_AT)
                   + f" | {worst:.1f} ({worst / base[best] - 1:+.1%}) | {spread(on_other, seeds=False)} | "
                   f"{worst_other:.1f} ({worst_other / other[best_other] - 1:+.1%}) | "
+                  f"{spread([r['held_out']['400'] / r['fitness']['400'] for r in rows], seeds=False, digits=2)} | "
                   f"{spread([r['seconds'] for r in rows], seeds=False)} | {where} |")
 
 
