@@ -24,7 +24,7 @@ SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  # the r
 case "${1:-}" in
 prepare)
     rm -rf "$HERE" && mkdir -p "$HERE/wheels"
-    gguf=$(python3 -c "import sys; sys.path.insert(0, 'bench'); from search_quality import gemma_gguf; print(gemma_gguf())")
+    gguf=$(python3 -c "import sys; sys.path.insert(0, 'bench'); from search_quality import gemma_gguf; print(gemma_gguf())" | tail -n 1)
     echo "$SHA256  $gguf" | sha256sum -c --quiet
     split -b 56M -d -a 1 "$gguf" "$HERE/chunk-"
     # the tokenizer as this machine's transformers builds it: the GPU image's 5.17 reads Gemma 3's GGUF tokenizer
@@ -64,6 +64,7 @@ run)
     # the GGUF dequantised into the user cache once, before the processes that read it start
     timeout "$(left)" python3 -c "import sys; from engine.loading import load_model; load_model(sys.argv[1], device='cpu')" \
         "$gguf" 2>&1 | grep -v "it/s" || true
+    shopt -s nullglob
     for folder in "$THERE"/cache/models/gemma*/; do
         gunzip -c "$HERE/tokenizer/tokenizer.json.gz" > "$folder/tokenizer.json"
         cp "$HERE/tokenizer/tokenizer_config.json" "$folder/"
@@ -83,6 +84,7 @@ run)
     echo "run: $(( SECONDS - started )) s"
     ;;
 take)  # here, with the folder the run's files came back to: the run folders and the rows join bench/results
+    [ -n "${2:-}" ] || { echo "usage: bash bench/gpu_anytime.sh take DIR" >&2; exit 2; }
     tar xzf "$2/anytime-gemma.tgz" -C bench/results anytime
     python3 bench/search_quality.py --merge "$2/search_quality.json"
     ;;

@@ -5,13 +5,15 @@ the recipe that `dsa-workbench recipe` writes, on the default model, with the sa
 
 `--python`: a Python with llm-compressor 0.14.0.1 (default .venv-llmcompressor/bin/python, which the test suite
 builds). Writes bench/results/llmcompressor_handoff.json: per linear the ratio of the recipe, the sparsity of our
-export and of llm-compressor's model, and the held-out perplexity of both folders (`dsa-workbench eval`).
+export and of llm-compressor's model, and the held-out perplexity of each folder (`dsa-workbench eval`): ours with
+dense statistics (our default) and block by block (as llm-compressor's sequential pipeline calibrates).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -82,6 +84,8 @@ def main() -> None:
     t0 = time.perf_counter()
     ours = cli("export", "--from-run", args.run, "--out", str(work / "ours"))
     ours_seconds = time.perf_counter() - t0
+    sequential = cli("export", "--from-run", args.run, "--out", str(work / "ours-sequential"), "--calibration",
+                     "sequential")  # block by block on the pruned model's outputs, as llm-compressor's pipeline
     loaded = load_model(settings.model)
     session = Session(loaded, settings.data)
     windows = session.windows("calibration")  # the windows our export calibrated on
@@ -100,18 +104,20 @@ def main() -> None:
     columns = {n: session.loaded.model.get_submodule(n).weight.shape[1] for n in names}
     expected = {n: int(columns[n] * ratios[n]) / columns[n] for n in names}  # its Wanda keeps int(cols x r) a row
     gap = max(abs(theirs_sparsity[n] - expected[n]) for n in names)
-    result = {"run": str(Path(args.run).relative_to(ROOT)) if Path(args.run).is_absolute() else args.run,
+    result = {"run": os.path.relpath(args.run, ROOT),
               "allocation": best, "target": settings.sparsity, "metric": settings.metric,
               "recipe": {"modifiers": list(modifier), "values": len(next(iter(modifier.values()))["sparsity"])},
               "largest_sparsity_gap_to_recipe": gap,
-              "held_out_perplexity": {"ours": ours["perplexity"], "llmcompressor": theirs["perplexity"],
-                                      "dense": ours["dense_perplexity"]},
+              "held_out_perplexity": {"ours": ours["perplexity"], "ours_sequential": sequential["perplexity"],
+                                      "llmcompressor": theirs["perplexity"], "dense": ours["dense_perplexity"]},
               "seconds": {"ours_export": ours_seconds, "llmcompressor_oneshot": theirs_seconds},
-              "calibration": {"windows": list(windows.shape), "mode": "dense statistics (ours), llm-compressor's "
-                              "independent pipeline"},
+              "calibration": {"windows": list(windows.shape), "mode": "ours: dense statistics, and block by block "
+                              "(ours_sequential); llm-compressor: its independent pipeline (Wanda's sequential one)"},
               "linears": {n: {"ratio": ratios[n], "ours": ours_sparsity[n], "llmcompressor": theirs_sparsity[n]}
                           for n in names}}
-    (ROOT / "bench/results/llmcompressor_handoff.json").write_text(json.dumps(result, indent=1))
+    path = ROOT / "bench/results/llmcompressor_handoff.json"
+    path.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
+    os.replace(path.with_suffix(".tmp"), path)
     print(json.dumps({k: v for k, v in result.items() if k != "linears"}, indent=1))
 
 

@@ -160,7 +160,7 @@ def token_windows(tokenizer, splits: Splits, split: str, n_tokens: int, seqlen: 
     return torch.tensor(ids[:need], dtype=torch.long).view(n_windows, seqlen)
 
 
-MAX_DRAWS = 1000  # documents drawn for one reference window before giving up (none is longer than a window)
+MAX_DRAWS = 100_000  # documents drawn for one reference window before giving up (none is longer than a window)
 
 
 def reference_windows(tokenizer, texts: list[str], source: str, n_tokens: int, seqlen: int, seed: int) -> torch.Tensor:

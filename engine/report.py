@@ -17,8 +17,10 @@ from pathlib import Path
 
 from engine.errors import WorkbenchError
 from engine.progress import Progress, no_progress
+from engine.search.events import Candidate
 
 REPORT_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first")
+KL_TOKENS = 8192  # KL to the dense model on at most this many held-out tokens (its reference holds every log-prob)
 # one style per series, told apart by line and marker without colour
 STYLES = [dict(color="black", linestyle="-", marker="o", linewidth=2.2, markersize=4)] + [
     dict(color=grey, linestyle=line, marker=marker, linewidth=1.2, markersize=3)
@@ -35,34 +37,55 @@ def write_report(run: str | Path, out: str | Path, session, *, force: bool = Fal
     store = RunStore(run)
     if not store.exists:
         raise WorkbenchError(f"no search run in {run}")
-    settings, log, final = stored_settings(store), store.candidates(), store.final() or {}
+    settings, final = stored_settings(store), store.final() or {}
+    if (session.loaded.source, session.data) != (settings.model, settings.data):
+        raise WorkbenchError(f"run {run} was made on another model or data than the one loaded: report it with "
+                             f"`dsa-workbench report {run}`, which loads the run's own")
+    state = store.load_state(repair=False) or {}
+    log = store.candidates()[:state.get("logged")]  # up to the checkpoint, as export --from-run sees the run
     scored = [c for c in log if c.scored and c.stage == len(settings.stage_keep)]
     if not scored:
         raise WorkbenchError(f"run {run} has no scored candidate yet: run the search first")
+    best = Candidate.from_json(state["best"]) if state.get("best") else min(scored, key=lambda c: c.fitness)
     out = Path(out).expanduser()
     if out.exists() and not force:
         raise WorkbenchError(f"output {out} already exists (use --force to replace it)")
-    best = min(scored, key=lambda c: c.fitness)
+    if out.exists() and (not out.is_dir() or out.resolve() in (store.folder.resolve(), *store.folder.resolve().parents)):
+        raise WorkbenchError(f"output {out} is a file or holds the run itself: name another report folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         _fitness_figure(scored, settings.fitness, tmp / "fitness.png")
-        methods = [best.text, *REPORT_BASELINES]
+        allocations, missing = {}, {}
         with session.lock:  # a search may be scoring candidates on the same session
-            allocations = {m: session.allocate(m, settings.sparsity, settings.metric, progress=progress)
-                           for m in methods}
+            for method in (best.text, *REPORT_BASELINES):
+                try:
+                    allocations[method] = session.allocate(method, settings.sparsity, settings.metric,
+                                                           progress=progress)
+                except WorkbenchError as exc:  # a baseline that cannot reach this target: left out, said why
+                    missing[method] = str(exc)
+        if best.text in missing:
+            raise WorkbenchError(f"the best of run {run} cannot be applied: {missing[best.text]}")
+        methods = list(allocations)
+        kl_tokens = min(settings.data.eval_tokens or KL_TOKENS, KL_TOKENS)
         _sparsity_figure(allocations, best.text, tmp / "sparsity.png")
         held, kl = {}, {}
         for i, method in enumerate(methods):
             progress("held-out perplexity and KL", i, len(methods))
             with session.lock:
                 session.prune(allocations[method], settings.metric)
-                held[method], kl[method] = session.perplexity(), session.kl("evaluation")
+                held[method], kl[method] = session.perplexity(), session.kl("evaluation", tokens=kl_tokens)
                 session.restore()
-        (tmp / "report.md").write_text(_markdown(store.folder, settings, best, final, held, kl, allocations))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        (tmp / "report.md").write_text(_markdown(store.folder, settings, best, final, held, kl, allocations,
+                                                 missing, kl_tokens))
+        if out.exists():  # the old report moves aside first: a failure in between leaves one of the two
+            old = out.with_name(f".{out.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -125,7 +148,8 @@ def _sparsity_figure(allocations: dict, best: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, allocations: dict) -> str:
+def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, allocations: dict, missing: dict,
+              kl_tokens: int) -> str:
     from engine.recipe import versions
 
     other = final.get("second_corpus", {})
@@ -133,7 +157,7 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
     tasks = sorted({t for scores in zero_shot.values() for t in scores})
     head = ["allocation", "held-out perplexity"] + ([f"{other['corpus']} perplexity"] if "held_out_perplexity" in
                                                      other else []) + [f"{t} accuracy" for t in tasks] + [
-        "KL to dense (held-out)"]
+        f"KL to dense (first {kl_tokens:,} held-out tokens)"]
     rows = []
     for method in kl:
         cells = [("best: " if method == best.text else "") + f"`{method}`", _number(held.get(method))]
@@ -157,6 +181,7 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
         lines += ["The search has not finished: the second corpus and zero-shot columns come with its end.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += [f"\n`{method}` is left out: {reason}" for method, reason in missing.items()]
     lines += ["", "![fitness per generation and the best so far](fitness.png)", "",
               "![per-block sparsity of the best and of the baselines](sparsity.png)", "",
               "Per-block sparsity:", "", "| allocation | " + " | ".join(str(b) for b in
@@ -182,4 +207,6 @@ def _accuracy(score: dict | None) -> str:
     """A zero-shot task's score (engine.zeroshot.TaskScore as JSON) as a percentage."""
     if score is None:
         return ""
-    return "failed" if score.get("error") else f"{100 * score['accuracy']:.1f}%"
+    if score.get("error"):
+        return "failed"
+    return "" if score.get("accuracy") is None else f"{100 * score['accuracy']:.1f}%"

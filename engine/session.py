@@ -92,6 +92,9 @@ class Session:
             elif split == "calibration" and self.data.calib_sampling == "reference":
                 if len(mixed_sources(self.data.corpus)) > 1:
                     raise WorkbenchError("--calib-sampling reference draws from one corpus, not a mix")
+                if not self.data.eval_corpus:
+                    raise WorkbenchError("--calib-sampling reference draws from every document of the corpus, its "
+                                         "held-out ones too: give --eval-corpus (as --protocol paper does)")
                 texts, source = load_texts(self.data.corpus, "train")
                 self._windows[split] = reference_windows(self.loaded.tokenizer, texts, source, self.data.calib_tokens,
                                                          self.data.seqlen, self.data.seed)

@@ -213,13 +213,15 @@ def test_reference_sampling_draws_the_windows_the_reference_code_draws(tmp_path,
         fh.writelines(json.dumps({"text": d, "timestamp": "2019", "url": "u"}) + "\n" for d in docs)
     loaded = load_model(str(tiny_model_dir), device="cpu")
     for seed in (0, 1):
-        data = DataConfig(corpus=f"c4={tmp_path / 'c4'}", seed=seed, seqlen=48, calib_tokens=8 * 48,
-                          calib_sampling="reference")
+        data = DataConfig(corpus=f"c4={tmp_path / 'c4'}", eval_corpus="wikitext2", seed=seed, seqlen=48,
+                          calib_tokens=8 * 48, calib_sampling="reference")
         ours = Session(loaded, data).windows("calibration")
         assert torch.equal(ours, reference_get_c4(docs, loaded.tokenizer, 8, seed, 48))
-    with pytest.raises(WorkbenchError, match="no document of 1000 drawn is longer than 4096 tokens"):
-        Session(loaded, DataConfig(corpus=f"c4={tmp_path / 'c4'}", seqlen=4096, calib_tokens=4096,
-                                   calib_sampling="reference")).windows("calibration")
+    with pytest.raises(WorkbenchError, match="no document of 100000 drawn is longer than 4096 tokens"):
+        Session(loaded, DataConfig(corpus=f"c4={tmp_path / 'c4'}", eval_corpus="wikitext2", seqlen=4096,
+                                   calib_tokens=4096, calib_sampling="reference")).windows("calibration")
+    with pytest.raises(WorkbenchError, match="give --eval-corpus"):
+        Session(loaded, DataConfig(corpus=f"c4={tmp_path / 'c4'}", calib_sampling="reference")).windows("calibration")
 
 
 def test_eval_tokens_all_needs_an_evaluation_corpus(capsys, tiny_model_dir):

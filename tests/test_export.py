@@ -176,6 +176,10 @@ def test_export_best_of_a_search_run(tmp_path, tiny_model_dir, capsys):
     assert main(["export", "--from-run", str(run), "--out", str(out), "--device", "cpu", "--quiet", "--json"]) == 0
     recipe = read_recipe_file(out)
     assert recipe["allocation"]["method"] == best and recipe["allocation"]["target"] == 0.6
+    assert recipe["calibration"] == "dense"
+    assert main(["export", "--from-run", str(run), "--out", str(tmp_path / "seq"), "--calibration", "sequential",
+                 "--device", "cpu", "--quiet", "--json"]) == 0
+    assert read_recipe_file(tmp_path / "seq")["calibration"] == "sequential"
 
 
 @pytest.mark.parametrize("pattern", [None, "2:4"])

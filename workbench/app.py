@@ -164,11 +164,16 @@ class WorkbenchApp(App):
         else:
             self.dsa.start()
 
-    @work(thread=True, exclusive=True, group="report", exit_on_error=False)
     def action_report(self) -> None:
-        """The DSA run's report (report.md and PNGs) into RUN-report, replaced if there; off the UI thread."""
-        run = self.dsa.options.run
-        self.call_from_thread(self.notify, f"writing the report of {run}…")
+        """The DSA run's report (report.md and PNGs) into RUN-report, replaced if there; one at a time."""
+        if any(w.group == "report" and not w.is_finished for w in self.workers):
+            self.notify("a report is being written", severity="warning")
+            return
+        self.notify(f"writing the report of {self.dsa.options.run}…")
+        self.write_report(self.dsa.options.run)
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def write_report(self, run: str) -> None:
         try:
             path = self.api.report(run, f"{run.rstrip('/')}-report")
         except ValueError as exc:

@@ -70,7 +70,8 @@ def prune(args) -> int:
         check_plan(args, "prune", settings.model, metric=settings.metric)
         session = open_run_session(args, settings, bars, restorable=False)
         done = export_pruned(session, best, settings.sparsity, settings.metric, args.out,
-                             evaluate=not args.no_eval, verify=not args.no_verify, **options)
+                             calibration=calibration_mode(args), evaluate=not args.no_eval, verify=not args.no_verify,
+                             **options)
         return report_export(args, done, f"best of {args.from_run}")
     pattern = parse_pattern(args.pattern)
     method = getattr(args, "function", None) or args.allocation

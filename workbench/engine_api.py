@@ -161,7 +161,10 @@ class EngineAPI:
         if sparse_format == RECIPE_EXPORT:  # the allocation as an llm-compressor recipe, no model written
             from engine.llmcompressor_recipe import session_recipe, write_recipe
 
-            return str(write_recipe(session_recipe(self._session(), method, sparsity, metric)[0], out, force))
+            session = self._session()
+            with session.lock:  # allocating may calibrate: not while a search prunes the model
+                text = session_recipe(session, method, sparsity, metric)[0]
+            return str(write_recipe(text, out, force))
         done = export_pruned(self._session(), method, sparsity, metric, out, dtype=dtype, force=force,
                              sparse_format=sparse_format, progress=progress)
         return str(done.path)

@@ -95,7 +95,8 @@ def transfer_command(args) -> int:
 def recipe_command(args) -> int:
     """`recipe`: an allocation (of an exported folder, a search run's best, or a method) as an llm-compressor
     recipe, its ratios in the model's module order."""
-    from engine.llmcompressor_recipe import llmcompressor_recipe, ordered_ratios, session_recipe, write_recipe
+    from engine.llmcompressor_recipe import (MODIFIERS, llmcompressor_recipe, ordered_ratios, session_recipe,
+                                             write_recipe)
 
     bars = ProgressBars(not args.quiet)
     if Path(args.out).expanduser().exists() and not args.force:  # before any model is loaded
@@ -115,6 +116,8 @@ def recipe_command(args) -> int:
         else:
             pattern = parse_pattern(args.pattern)
             method, metric = with_nan_policy(args.allocation, args.nan_policy), args.metric
+            if metric not in MODIFIERS:  # before the model loads
+                raise WorkbenchError(f"llm-compressor prunes one-shot with {' or '.join(MODIFIERS)}, not {metric}")
             if pattern is None and args.sparsity is None:
                 raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
             if pattern and method != "uniform":
