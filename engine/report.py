@@ -118,8 +118,9 @@ def _fitness_figure(scored, fitness: str, path: Path) -> None:
         so_far.append((c.index + 1, best))
     right.step(*zip(*so_far), where="post", label="best so far", **{k: v for k, v in STYLES[0].items() if k != "marker"})
     right.set(xlabel="candidates evaluated", ylabel=label, title="anytime: the best so far")
+    values = [c.fitness for c in scored]
     for ax in (left, right):
-        if fitness == "ppl":
+        if fitness == "ppl" and max(values) > 10 * min(values):  # a log scale only where it spans decades
             ax.set_yscale("log")
         ax.grid(True, color="0.85")
         ax.legend(frameon=False)
@@ -160,7 +161,7 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
         f"KL to dense (first {kl_tokens:,} held-out tokens)"]
     rows = []
     for method in kl:
-        cells = [("best: " if method == best.text else "") + f"`{method}`", _number(held.get(method))]
+        cells = ["best (above)" if method == best.text else f"`{method}`", _number(held.get(method))]
         if "held_out_perplexity" in other:
             cells.append(_number(other["held_out_perplexity"].get(method)))
         cells += [_accuracy(zero_shot.get(method, {}).get(t)) for t in tasks]

@@ -23,7 +23,7 @@ def test_report_of_a_finished_search(capsys, tmp_path, tiny_model_dir):
     text = (out / "report.md").read_text()
     best = (run / "best.txt").read_text().strip()
     final = json.loads((run / "final.json").read_text())
-    assert f"    {best}" in text
+    assert f"    {best}" in text and "| best (above) |" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     for method in ("uniform", "owl", "alpha", "atp", "dlp", "first"):
         if method in final["held_out_perplexity"]:  # measured again: the same as the search's end measured
