@@ -191,12 +191,32 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
     lines += [f"| {'best' if m == best.text else m} | " + " | ".join(f"{r:.3f}" for r in a.block_ratios) + " |"
               for m, a in allocations.items()]
     lines += ["", "Reproduce:", "", "```bash",
+              _search_command(settings) + "   # the same search anew",
               f"dsa-workbench search --resume {folder}            # continue this run",
               f"dsa-workbench export --from-run {folder} --out pruned",
               f"dsa-workbench recipe --from-run {folder} --out recipe.yaml",
               f"dsa-workbench report {folder} --out {folder.name}-report", "```", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     return "\n".join(lines)
+
+
+def _search_command(settings) -> str:
+    """The `search` command line of a run's settings (the first population's extra functions included)."""
+    d = settings.data
+    parts = ["dsa-workbench search --run NEW", f"--sparsity {settings.sparsity:g}", f"--metric {settings.metric}",
+             f"--fitness {settings.fitness}", f"--strategy {settings.strategy}", f"--population {settings.population}",
+             f"--generations {settings.generations}", f"--search-seed {settings.seed}",
+             f"--stages '{settings.stages_text}'", f"--level-step {settings.level_step:g}",
+             f"--granularity {settings.granularity}", f"--seed {d.seed}", f"--seqlen {d.seqlen}",
+             f"--calib-tokens {d.calib_tokens}", f"--fitness-tokens {d.fitness_tokens}",
+             f"--eval-tokens {d.eval_tokens or 'all'}", f"--calib-sampling {d.calib_sampling}"]
+    parts += [f"--model '{settings.model}'"] if settings.model else []
+    parts += [f"--corpus '{d.corpus}'"] if d.corpus else []
+    parts += [f"--eval-corpus '{d.eval_corpus}'"] if d.eval_corpus else []
+    parts += [f"--seed-function '{f}'" for f in settings.seeds]
+    parts += [f"--tasks {','.join(settings.tasks)}"] if settings.tasks else []
+    parts += [f"--limit {settings.limit}"] if settings.limit else []
+    return " ".join(parts)
 
 
 def _number(value) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from workbench.cli import main
 
@@ -31,6 +32,13 @@ def test_report_of_a_finished_search(capsys, tmp_path, tiny_model_dir):
         kl = float(rows[f"`{method}`"].rstrip(" |").rsplit("| ", 1)[1])
         assert kl > 0  # pruned at 60%: never the dense model
     assert f"dsa-workbench export --from-run {run} --out pruned" in text and "torch" in text
+    command = next(line for line in text.splitlines() if line.startswith("dsa-workbench search --run NEW"))
+    from workbench.cli import build_parser
+    from workbench.search_command import settings_from
+
+    args = build_parser().parse_args(shlex.split(command.split("   #")[0])[1:])
+    stored = json.loads((run / "run.json").read_text())["settings"]
+    assert json.loads(json.dumps(settings_from(args).to_json())) == stored  # the same settings, read back
     assert main(["report", str(run), "--out", str(out), "--device", "cpu"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "none"), "--out", str(tmp_path / "r2"), "--device", "cpu"]) == 2
