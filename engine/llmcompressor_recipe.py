@@ -90,9 +90,9 @@ def write_recipe(text: str, out: str | Path, force: bool = False) -> Path:
     """The recipe written atomically to `out`; an existing file is kept unless `force`."""
     from engine.search.store import write_atomic
 
-    out = Path(out).expanduser()
-    if out.exists() and not force:
-        raise WorkbenchError(f"output {out} already exists (use --force to replace it)")
+    from engine.saving import refuse_existing
+
+    out = refuse_existing(out, force)
     if out.is_dir():
         raise WorkbenchError(f"output {out} is a folder: name the recipe file, e.g. {out / 'recipe.yaml'}")
     out.parent.mkdir(parents=True, exist_ok=True)

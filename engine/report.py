@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.errors import WorkbenchError
 from engine.progress import Progress, no_progress
+from engine.saving import refuse_existing
 from engine.search.events import Candidate
 
 REPORT_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first")
@@ -47,9 +48,7 @@ def write_report(run: str | Path, out: str | Path, session, *, force: bool = Fal
     if not scored:
         raise WorkbenchError(f"run {run} has no scored candidate yet: run the search first")
     best = Candidate.from_json(state["best"]) if state.get("best") else min(scored, key=lambda c: c.fitness)
-    out = Path(out).expanduser()
-    if out.exists() and not force:
-        raise WorkbenchError(f"output {out} already exists (use --force to replace it)")
+    out = refuse_existing(out, force)
     if out.exists() and (not out.is_dir() or out.resolve() in (store.folder.resolve(), *store.folder.resolve().parents)):
         raise WorkbenchError(f"output {out} is a file or holds the run itself: name another report folder")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,17 @@ from engine.progress import Progress, no_progress
 RECIPE_NAME = "pruning.json"
 
 
-def check_output(out: str | Path, force: bool) -> Path:
-    """Refuse an existing output unless `force`; make sure its parent can be written."""
+def refuse_existing(out: str | Path, force: bool) -> Path:
+    """`out` as a path; one line if it exists and `force` was not given (every writer's first check)."""
     out = Path(out).expanduser()
     if out.exists() and not force:
         raise WorkbenchError(f"output {out} already exists (use --force to replace it)")
+    return out
+
+
+def check_output(out: str | Path, force: bool) -> Path:
+    """Refuse an existing output unless `force`; make sure its parent can be written."""
+    out = refuse_existing(out, force)
     if out.exists() and not out.is_dir():
         raise WorkbenchError(f"output {out} exists and is not a folder")
     parent = out.parent if str(out.parent) else Path(".")

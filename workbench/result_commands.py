@@ -11,6 +11,7 @@ from engine.allocation.profiles import PROFILE, parse_block_form
 from engine.errors import WorkbenchError
 from engine.export import read_recipe_file
 from engine.metrics import check_metric, parse_pattern
+from engine.saving import refuse_existing
 from engine.session import Session
 from workbench.console import ProgressBars, print_result
 from workbench.preflight import check_plan
@@ -99,8 +100,7 @@ def recipe_command(args) -> int:
                                              write_recipe)
 
     bars = ProgressBars(not args.quiet)
-    if Path(args.out).expanduser().exists() and not args.force:  # before any model is loaded
-        raise WorkbenchError(f"output {args.out} already exists (use --force to replace it)")
+    refuse_existing(args.out, args.force)  # before any model is loaded
     if args.folder:
         if args.from_run:
             raise WorkbenchError("give an exported folder or --from-run, not both")
@@ -142,8 +142,7 @@ def report_command(args) -> int:
     from engine.search.start import stored_settings
     from engine.search.store import RunStore
 
-    if Path(args.out).expanduser().exists() and not args.force:  # before any model is loaded
-        raise WorkbenchError(f"output {args.out} already exists (use --force to replace it)")
+    refuse_existing(args.out, args.force)  # before any model is loaded
     bars = ProgressBars(not args.quiet)
     settings = stored_settings(RunStore(args.run))
     check_plan(args, "allocations", settings.model, metric=settings.metric, data=settings.data)
