@@ -208,6 +208,7 @@ def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails anywhere in the GGUF reader
         raise WorkbenchError(f"cannot read GGUF file {gguf} (truncated or not a model?): {_first_line(exc)}") from exc
     check_supported(model.config)
+    check_gguf_tokenizer(gguf, tokenizer)
     # A GGUF-loaded model carries a quantizer that refuses to serialise; the weights are plain fp32.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -224,6 +225,22 @@ def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
         if not (target / "config.json").is_file():  # another process may have won the race
             raise
     return target, fingerprint
+
+
+def check_gguf_tokenizer(gguf: Path, tokenizer) -> None:
+    """Refuse a tokenizer that does not start text with the BOS token the GGUF file asks for: transformers 5.17
+    builds Gemma 3's that way (a Unigram model splitting words into fragments), and every perplexity comes out
+    hundreds of times too high with no other sign."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).fields.get("tokenizer.ggml.add_bos_token")
+    if field is None or not bool(field.parts[field.data[0]][0]):
+        return
+    if tokenizer("a").input_ids[:1] != [tokenizer.bos_token_id]:
+        import transformers
+
+        raise WorkbenchError(f"transformers {transformers.__version__} reads the tokenizer of {gguf.name} wrongly "
+                             "(no BOS token where the file asks for one); upgrade transformers (5.25 reads it right)")
 
 
 def _file_sha256(path: Path) -> str:

@@ -6,9 +6,11 @@ their events come in the engine's own order and at its own moments."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import replace
 import time
+import weakref
 import zlib
 from pathlib import Path
 
@@ -115,7 +117,8 @@ class FakeAPI(EngineAPI):
         self.calls: list[tuple] = []
         self.controller: SearchController | None = None
         self.searches: list[SearchController] = []
-        self.folder = Path(tempfile.mkdtemp(prefix="fake-runs-"))  # run folders land here
+        self.folder = Path(tempfile.mkdtemp(prefix="fake-runs-"))  # run folders land here, removed with the API
+        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         self.model_source, self.data = None, DataConfig()  # what search_settings gives a search
 
     def load(self, status, progress=lambda *a: None):

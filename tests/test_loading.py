@@ -52,3 +52,37 @@ def test_device_and_dtype_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(WorkbenchError, match="no CUDA"):
             resolve_device("cuda")
+
+
+class _Tokenizer:
+    """Tokenizes any text as [first, 7]: BOS first or not."""
+
+    bos_token_id = 2
+
+    def __init__(self, first):
+        self.first = first
+
+    def __call__(self, text):
+        return type("Encoding", (), {"input_ids": [self.first, 7]})()
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_a_gguf_tokenizer_that_drops_the_files_bos_is_refused(tmp_path, add_bos):
+    # transformers 5.17 reads Gemma 3's GGUF tokenizer without the BOS the file asks for (see check_gguf_tokenizer)
+    from gguf import GGUFWriter
+
+    from engine.loading import check_gguf_tokenizer
+
+    path = tmp_path / "m.gguf"
+    writer = GGUFWriter(str(path), "gemma3")
+    writer.add_add_bos_token(add_bos)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    check_gguf_tokenizer(path, _Tokenizer(first=2))
+    if add_bos:
+        with pytest.raises(WorkbenchError, match="no BOS token where the file asks for one"):
+            check_gguf_tokenizer(path, _Tokenizer(first=818))
+    else:
+        check_gguf_tokenizer(path, _Tokenizer(first=818))
