@@ -76,3 +76,14 @@ def test_plan_command_and_a_command_that_cannot_fit_stops_before_loading(capsys)
                  "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "will not fit" in err[0] and "host memory" in err[0]
+
+
+@pytest.mark.parametrize("options, detail", [([], "every Hessian at once"),
+                                              (["--protocol", "paper"], "weights and one batch's activations"),
+                                              (["--protocol", "paper", "--calibration", "dense"], "every Hessian")])
+def test_plan_calibrates_as_prune_would_under_the_protocol(capsys, options, detail):
+    # --protocol paper prunes block by block (sequential), so its plan holds one block's Hessians, not all of them
+    assert main(["plan", "--model", str(DATA / "llama-3.1-70b"), "--command", "prune", "--metric", "sparsegpt",
+                 "--gpus", "8", "--gpu-memory", "80GB", "--host-memory", "1TB", "--json", *options]) == 0
+    phases = {p["name"]: p for p in json.loads(capsys.readouterr().out)["phases"]}
+    assert phases["calibration"]["detail"].startswith(detail)

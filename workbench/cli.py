@@ -215,7 +215,8 @@ def _plan_parser(sub) -> None:
     _model_args(pl)
     _data_args(pl, fitness=True)
     pl.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS)
-    pl.add_argument("--calibration", default="dense", choices=CALIBRATION_MODES)
+    pl.add_argument("--calibration", default=None, choices=CALIBRATION_MODES,
+                    help="prune and export: dense or sequential (default dense; sequential under --protocol paper)")
     pl.add_argument("--fitness", default=DEFAULT_FITNESS, choices=FITNESS)
     pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs (default: this machine's)")
     pl.add_argument("--gpu-memory", default=None, metavar="SIZE", help="memory of each GPU, e.g. 80GB")

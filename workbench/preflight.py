@@ -9,7 +9,7 @@ from engine.errors import WorkbenchError
 from engine.loading import model_config, resolve_device, resolve_dtype
 from engine.plan import DTYPE_BYTES, Machine, ModelShape, Plan, make_plan, parse_size
 from workbench.console import print_result
-from workbench.options import data_config
+from workbench.options import calibration_mode, data_config
 
 
 def plan_for(args, command: str, source: str | None, metric: str = "wanda", calibration: str = "dense",
@@ -46,6 +46,6 @@ def plan(args) -> int:
             raise WorkbenchError("--gpus needs --gpu-memory (e.g. 80GB)")
         machine = replace(here, gpus=gpus, gpu_bytes=parse_size(args.gpu_memory) if gpus else 0,
                           host_bytes=parse_size(args.host_memory) if args.host_memory else here.host_bytes)
-    result = plan_for(args, args.planned, args.model, args.metric, args.calibration, args.fitness, machine)
+    result = plan_for(args, args.planned, args.model, args.metric, calibration_mode(args), args.fitness, machine)
     print_result(args, result.to_json(), result.table())
     return 0
