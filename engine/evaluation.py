@@ -88,3 +88,14 @@ class DenseReference:
             count += batch.numel()
             progress("kl", i + 1, len(batches))
         return total / count
+
+
+def kl_between(dense, model, windows: torch.Tensor, *, batch_size: int = 4, progress: Progress = no_progress) -> float:
+    """Mean over tokens of KL(dense || model) with both models in memory: one batch's dense log-probabilities
+    at a time, so a long evaluation split never holds them all."""
+    total = 0.0
+    batches = windows.split(batch_size)
+    for i, batch in enumerate(batches):
+        total += DenseReference(dense, batch, batch_size=batch_size).kl(model) * batch.numel()
+        progress("kl", i + 1, len(batches))
+    return total / windows.numel()

@@ -297,20 +297,24 @@ class Session:
     def _window_count(self, tokens: int | None) -> int | None:
         return None if tokens is None else max(1, tokens // self.data.seqlen)
 
-    def dense_reference(self, split: str, progress: Progress | None = None) -> DenseReference:
-        if split not in self._references:
+    def dense_reference(self, split: str, progress: Progress | None = None,
+                        tokens: int | None = None) -> DenseReference:
+        """The dense model's log-probabilities on `split`, or on its first `tokens` tokens: only as many windows
+        as asked for are held (a whole WikiText-2 test split would take tens of GB), more when more are asked."""
+        windows = self.windows(split)[:self._window_count(tokens)]
+        held = self._references.get(split)
+        if held is None or len(held.windows) < len(windows):
             with self._pruning_kept():
                 self.restore()
-                self._references[split] = DenseReference(self.model, self.windows(split),
-                                                          batch_size=self.data.batch_size,
+                self._references[split] = DenseReference(self.model, windows, batch_size=self.data.batch_size,
                                                           progress=progress or self.progress)
             self.memory = self.cache_bytes()
         return self._references[split]
 
     def kl(self, split: str = "evaluation", progress: Progress | None = None, tokens: int | None = None) -> float:
         """KL(dense || model) on `split`, or on its first `tokens` tokens (whole windows)."""
-        return self.dense_reference(split, progress).kl(self.model, progress or self.progress,
-                                                        windows=self._window_count(tokens))
+        return self.dense_reference(split, progress, tokens).kl(self.model, progress or self.progress,
+                                                                windows=self._window_count(tokens))
 
     def cache_bytes(self) -> dict[str, int]:
         """Memory held by the caches that make re-pruning cheap, by cache. (Each dict is copied before it is read:

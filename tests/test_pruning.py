@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -185,3 +187,21 @@ def test_pruning_raises_perplexity_and_kl(tiny_session):
     tiny_session.prune(tiny_session.allocate("uniform", 0.8), "magnitude")
     assert tiny_session.kl() > 1e-3
     assert tiny_session.perplexity() != dense_ppl
+
+
+def test_kl_on_a_prefix_holds_only_that_prefix_of_dense_predictions(tiny_session):
+    # a report's KL on the first 128 tokens of a long evaluation split must not store the whole split's
+    from engine.evaluation import DenseReference, kl_between
+
+    windows = tiny_session.windows("evaluation")  # 4 windows of 64 tokens
+    dense, dense_model = DenseReference(tiny_session.model, windows), copy.deepcopy(tiny_session.model)
+    tiny_session.prune(tiny_session.allocate("uniform", 0.8), "magnitude")
+    assert len(tiny_session.dense_reference("evaluation", tokens=128).windows) == 2
+    on_prefix = tiny_session.kl("evaluation", tokens=128)
+    assert len(tiny_session.dense_reference("evaluation", tokens=128).windows) == 2
+    assert on_prefix == pytest.approx(dense.kl(tiny_session.model, windows=2), rel=1e-5)
+    whole = tiny_session.kl("evaluation")  # more asked: the reference grows to the whole split
+    assert len(tiny_session.dense_reference("evaluation").windows) == 4
+    assert whole == pytest.approx(dense.kl(tiny_session.model), rel=1e-5)
+    # eval --kl: both models in memory, one batch of dense predictions at a time, the same figure
+    assert kl_between(dense_model, tiny_session.model, windows, batch_size=1) == pytest.approx(whole, rel=1e-5)

@@ -12,7 +12,7 @@ from engine.allocation import with_nan_policy
 from engine.allocation.mapping import check_target
 from engine.choices import METHODS, RECIPE_FORMAT, STRUCTURED_RECIPE_FORMAT
 from engine.errors import WorkbenchError
-from engine.evaluation import DenseReference
+from engine.evaluation import kl_between
 from engine.export import export_pruned, read_recipe_file, replay_recipe
 from engine.loading import load_model
 from engine.metrics import parse_pattern
@@ -132,8 +132,8 @@ def evaluate(args) -> int:
             raise WorkbenchError(f"--kl needs --dense: {args.model} has no pruning.json naming its dense model")
         dense = load_model(dense_source, dtype=args.dtype, device=args.device, device_map=args.device_map,
                            trust_remote_code=args.trust_remote_code, status=bars.status)
-        reference = DenseReference(dense.model, windows, batch_size=session.data.batch_size, progress=bars)
-        result["kl"] = reference.kl(session.model, bars)
+        result["kl"] = kl_between(dense.model, session.model, windows, batch_size=session.data.batch_size,
+                                  progress=bars)
         result["dense"] = dense.label
         text += f"\nKL(dense || model): {result['kl']:.5f} nats/token"
     tasks = parse_tasks(args.tasks)
