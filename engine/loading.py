@@ -193,11 +193,14 @@ def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
     if (target / "config.json").is_file():
         try:
             check_model_folder(target)
-            if read_json(target / "source.json").get("sha256") != digest:
+            source = read_json(target / "source.json")
+            if source.get("sha256") != digest:
                 raise WorkbenchError(f"{target / 'source.json'} names another GGUF file")
+            if not source.get("tokenizer_checked"):  # written before check_gguf_tokenizer, perhaps by transformers 5.17
+                raise WorkbenchError("its tokenizer was never checked")
             return target, fingerprint
         except (WorkbenchError, AttributeError) as exc:
-            status(f"the converted copy in {target} is damaged ({exc}): converting again")
+            status(f"the converted copy in {target} cannot be used ({exc}): converting again")
             shutil.rmtree(target, ignore_errors=True)
     status(f"converting {gguf.name} to safetensors (once; cached in {target.parent})")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -218,7 +221,7 @@ def _converted_gguf(gguf: Path, status) -> tuple[Path, str]:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest, "tokenizer_checked": True}))
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
