@@ -67,10 +67,11 @@ def prune(args) -> int:
     if getattr(args, "from_run", None):
         settings, best = run_best(args.from_run)
         check_output(args.out, args.force)
-        check_plan(args, "prune", settings.model, metric=settings.metric)
+        calibration = calibration_mode(args)
+        check_plan(args, "prune", settings.model, metric=settings.metric, calibration=calibration, data=settings.data)
         session = open_run_session(args, settings, bars, restorable=False)
         done = export_pruned(session, best, settings.sparsity, settings.metric, args.out,
-                             calibration=calibration_mode(args), evaluate=not args.no_eval, verify=not args.no_verify,
+                             calibration=calibration, evaluate=not args.no_eval, verify=not args.no_verify,
                              **options)
         return report_export(args, done, f"best of {args.from_run}")
     pattern = parse_pattern(args.pattern)

@@ -21,7 +21,7 @@ from workbench.sessions import open_run_session, open_session, run_best
 def best_of_run(args, bars: ProgressBars) -> tuple[Session, str, float, str]:
     """(session on the run's model and data, its best text, target, metric) of `--from-run`."""
     settings, best = run_best(args.from_run)
-    check_plan(args, "allocations", settings.model, metric=settings.metric)
+    check_plan(args, "allocations", settings.model, metric=settings.metric, data=settings.data)
     return open_run_session(args, settings, bars), best, settings.sparsity, settings.metric
 
 
