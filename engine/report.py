@@ -5,23 +5,21 @@ sparsity.png: the best allocation's per-block sparsity (attention and MLP apart 
 uniform, OWL, AlphaPruning, ATP, DLP and protect-first on the run's model. report.md: the settings, the final
 table (held-out perplexity and KL to the dense model there, measured here; the second corpus's perplexity and
 zero-shot accuracy from the run's final.json)
-and the commands and versions that reproduce it. Written to a temporary folder, then renamed.
+and the commands and versions that reproduce it. Written to a temporary folder, then renamed (engine.saving).
 """
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 from engine.errors import WorkbenchError
 from engine.progress import Progress, no_progress
-from engine.saving import refuse_existing
+from engine.saving import atomic_folder, refuse_existing
 from engine.search.events import Candidate
 
 REPORT_BASELINES = ("uniform", "owl", "alpha", "atp", "dlp", "first")
-KL_TOKENS = 8192  # KL to the dense model on at most this many held-out tokens (its reference holds every log-prob)
+KL_TOKENS = 8192  # KL to the dense model on at most this many held-out tokens (its reference holds their log-probs)
 # one style per series, told apart by line and marker without colour
 STYLES = [dict(color="black", linestyle="-", marker="o", linewidth=2.2, markersize=4)] + [
     dict(color=grey, linestyle=line, marker=marker, linewidth=1.2, markersize=3)
@@ -52,8 +50,7 @@ def write_report(run: str | Path, out: str | Path, session, *, force: bool = Fal
     if out.exists() and (not out.is_dir() or out.resolve() in (store.folder.resolve(), *store.folder.resolve().parents)):
         raise WorkbenchError(f"output {out} is a file or holds the run itself: name another report folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         _fitness_figure(scored, settings.fitness, tmp / "fitness.png")
         allocations, missing = {}, {}
         with session.lock:  # a search may be scoring candidates on the same session
@@ -72,21 +69,13 @@ def write_report(run: str | Path, out: str | Path, session, *, force: bool = Fal
         for i, method in enumerate(methods):
             progress("held-out perplexity and KL", i, len(methods))
             with session.lock:
-                session.prune(allocations[method], settings.metric)
-                held[method], kl[method] = session.perplexity(), session.kl("evaluation", tokens=kl_tokens)
-                session.restore()
+                try:
+                    session.prune(allocations[method], settings.metric)
+                    held[method], kl[method] = session.perplexity(), session.kl("evaluation", tokens=kl_tokens)
+                finally:  # the session (the TUI's too) stays dense whatever happens
+                    session.restore()
         (tmp / "report.md").write_text(_markdown(store.folder, settings, best, final, held, kl, allocations,
                                                  missing, kl_tokens))
-        if out.exists():  # the old report moves aside first: a failure in between leaves one of the two
-            old = out.with_name(f".{out.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Write a model folder atomically: everything goes to a temporary sibling, then one rename."""
+"""Write a model folder (or any output folder) atomically: everything goes to a temporary sibling, then one rename."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -46,11 +47,8 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     "compressed-tensors" stores the linears as bitmask-compressed tensors (see engine.compressed)."""
     out = check_output(out, force)
     check_disk_space(out.parent, model, dtype)
-    remove_stale_temps(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     progress("writing", 0, 1)
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
+    with atomic_folder(out) as tmp:
         if sparse_format == "compressed-tensors":
             if dtype is not None:
                 raise WorkbenchError("the compressed-tensors format keeps the model's dtype: drop --out-dtype")
@@ -69,6 +67,19 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
         progress("writing", 1, 1)
         if verify is not None:
             verify(tmp)
+    return out
+
+
+@contextmanager
+def atomic_folder(out: Path):
+    """A new temporary sibling of `out` to fill. When the block ends normally it becomes `out` in one rename (an
+    old `out` moves aside first, then goes); on any error or interrupt it is deleted and `out` is untouched.
+    Temporary folders of killed writers to `out` are deleted first."""
+    remove_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
+        yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -79,7 +90,6 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def folder_bytes(folder: Path) -> int:
