@@ -10,6 +10,7 @@ and the commands and versions that reproduce it. Written to a temporary folder, 
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from pathlib import Path
 
@@ -194,14 +195,15 @@ def _search_command(settings) -> str:
     parts = ["dsa-workbench search --run NEW", f"--sparsity {settings.sparsity:g}", f"--metric {settings.metric}",
              f"--fitness {settings.fitness}", f"--strategy {settings.strategy}", f"--population {settings.population}",
              f"--generations {settings.generations}", f"--search-seed {settings.seed}",
-             f"--stages '{settings.stages_text}'", f"--level-step {settings.level_step:g}",
+             f"--stages {shlex.quote(settings.stages_text)}", f"--level-step {settings.level_step:g}",
              f"--granularity {settings.granularity}", f"--seed {d.seed}", f"--seqlen {d.seqlen}",
              f"--calib-tokens {d.calib_tokens}", f"--fitness-tokens {d.fitness_tokens}",
-             f"--eval-tokens {d.eval_tokens or 'all'}", f"--calib-sampling {d.calib_sampling}"]
-    parts += [f"--model '{settings.model}'"] if settings.model else []
-    parts += [f"--corpus '{d.corpus}'"] if d.corpus else []
-    parts += [f"--eval-corpus '{d.eval_corpus}'"] if d.eval_corpus else []
-    parts += [f"--seed-function '{f}'" for f in settings.seeds]
+             f"--eval-tokens {d.eval_tokens or 'all'}", f"--batch-size {d.batch_size}",
+             f"--calib-sampling {d.calib_sampling}"]
+    parts += [f"--model {shlex.quote(str(settings.model))}"] if settings.model else []
+    parts += [f"--corpus {shlex.quote(d.corpus)}"] if d.corpus else []
+    parts += [f"--eval-corpus {shlex.quote(d.eval_corpus)}"] if d.eval_corpus else []
+    parts += [f"--seed-function {shlex.quote(f)}" for f in settings.seeds]
     parts += [f"--tasks {','.join(settings.tasks)}"] if settings.tasks else []
     parts += [f"--limit {settings.limit}"] if settings.limit else []
     return " ".join(parts)

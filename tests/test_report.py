@@ -14,7 +14,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_report_of_a_finished_search(capsys, tmp_path, tiny_model_dir):
     run, out = tmp_path / "run", tmp_path / "report"
     assert main(["search", "--model", str(tiny_model_dir), "--run", str(run), "--sparsity", "0.6", "--generations",
-                 "2", "--population", "3", "--fitness-tokens", "256", "--quiet", *TINY]) == 0
+                 "2", "--population", "3", "--fitness-tokens", "256", "--batch-size", "2", "--quiet", *TINY]) == 0
     capsys.readouterr()
     assert main(["report", str(run), "--out", str(out), "--device", "cpu", "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == ["fitness.png", "report.md", "sparsity.png"]
