@@ -76,8 +76,17 @@ def main() -> None:
     p.add_argument("--run", default=str(ROOT / "bench/results/anytime/default/evopress-1"))
     p.add_argument("--python", default=str(ROOT / ".venv-llmcompressor/bin/python"))
     args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="handoff-") as work:  # three model folders: gone when measured
+        result = handoff(args, Path(work))
+    path = ROOT / "bench/results/llmcompressor_handoff.json"
+    path.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
+    os.replace(path.with_suffix(".tmp"), path)
+    print(json.dumps({k: v for k, v in result.items() if k != "linears"}, indent=1))
+
+
+def handoff(args, work: Path) -> dict:
+    """Recipe, our two exports and llm-compressor's oneshot of the run's best, in `work`, compared."""
     settings, best = run_best(args.run)
-    work = Path(tempfile.mkdtemp(prefix="handoff-"))
     recipe = work / "recipe.yaml"
     cli("recipe", "--from-run", args.run, "--out", str(recipe))
     modifier = yaml.safe_load(recipe.read_text())["pruning_stage"]["pruning_modifiers"]
@@ -104,7 +113,7 @@ def main() -> None:
     columns = {n: session.loaded.model.get_submodule(n).weight.shape[1] for n in names}
     expected = {n: int(columns[n] * ratios[n]) / columns[n] for n in names}  # its Wanda keeps int(cols x r) a row
     gap = max(abs(theirs_sparsity[n] - expected[n]) for n in names)
-    result = {"run": os.path.relpath(args.run, ROOT),
+    return {"run": os.path.relpath(args.run, ROOT),
               "allocation": best, "target": settings.sparsity, "metric": settings.metric,
               "recipe": {"modifiers": list(modifier), "values": len(next(iter(modifier.values()))["sparsity"])},
               "largest_sparsity_gap_to_recipe": gap,
@@ -115,10 +124,6 @@ def main() -> None:
                               "(ours_sequential); llm-compressor: its independent pipeline (Wanda's sequential one)"},
               "linears": {n: {"ratio": ratios[n], "ours": ours_sparsity[n], "llmcompressor": theirs_sparsity[n]}
                           for n in names}}
-    path = ROOT / "bench/results/llmcompressor_handoff.json"
-    path.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
-    os.replace(path.with_suffix(".tmp"), path)
-    print(json.dumps({k: v for k, v in result.items() if k != "linears"}, indent=1))
 
 
 if __name__ == "__main__":
