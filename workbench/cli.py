@@ -339,7 +339,8 @@ def _data_args(p, fitness: bool = False) -> None:
     g.add_argument("--calib-sampling", default=None, choices=CALIB_SAMPLINGS,
                    help="consecutive: the calibration documents joined in order (default); reference: as the "
                         "reference code samples C4, a random window of a random training document (longer than a "
-                        "window) for each window, Python's random seeded with --seed")
+                        "window) for each window, Python's random seeded with --seed (from every training document, "
+                        "so a search's fitness documents may be among them)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"split and sampling seed (default {d.seed})")
     g.add_argument("--seqlen", type=int, default=None, help=f"tokens per window (default {d.seqlen})")
     g.add_argument("--calib-tokens", type=int, default=None, help=f"calibration tokens (default {d.calib_tokens})")
