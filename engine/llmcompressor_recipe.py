@@ -41,13 +41,18 @@ def recipe_targets(linear_ratios: dict[str, float]) -> tuple[list[str], list[flo
     return list(linear_ratios), [round(r, DIGITS) for r in linear_ratios.values()]
 
 
+def check_modifier(metric: str) -> None:
+    """One line unless llm-compressor has a one-shot modifier for `metric`."""
+    if metric not in MODIFIERS:
+        raise WorkbenchError(f"llm-compressor prunes one-shot with {' or '.join(MODIFIERS)}, not {metric}: use one "
+                             "of those metrics")
+
+
 def llmcompressor_recipe(linear_ratios: dict[str, float], metric: str, pattern: str | None = None,
                          title: str = "") -> str:
     """The YAML text of a one-stage recipe applying `linear_ratios` with `metric`'s modifier (N:M `pattern`
     as its mask structure)."""
-    if metric not in MODIFIERS:
-        raise WorkbenchError(f"llm-compressor prunes one-shot with wanda or sparsegpt, not {metric}: export with "
-                             "one of those metrics")
+    check_modifier(metric)
     if any(not 0 <= r < 1 for r in linear_ratios.values()):
         raise WorkbenchError("every ratio of an llm-compressor recipe lies in [0, 1)")
     targets, sparsity = recipe_targets(linear_ratios)

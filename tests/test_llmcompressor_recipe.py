@@ -47,6 +47,18 @@ def test_a_metric_llmcompressor_cannot_run_is_refused_in_one_line():
         llmcompressor_recipe({"model.layers.0.mlp.up_proj": 0.5}, "magnitude")
 
 
+def test_a_magnitude_runs_recipe_is_refused_before_its_model_loads(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    run_folder = tmp_path / "run"
+    assert run(capsys, "search", "--model", str(tiny_model_dir), "--run", str(run_folder), "--sparsity", "0.6",
+               "--metric", "magnitude", "--generations", "1", "--population", "2", "--fitness-tokens", "256",
+               "--quiet", *TINY)[0] == 0
+    import workbench.result_commands
+
+    monkeypatch.setattr(workbench.result_commands, "best_of_run", lambda *a: pytest.fail("the model was loaded"))
+    code, _, err = run(capsys, "recipe", "--from-run", str(run_folder), "--out", str(tmp_path / "r.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "wanda or sparsegpt, not magnitude" in err
+
+
 def test_recipe_of_an_allocation_and_of_its_exported_folder_agree(capsys, tmp_path, tiny_model_dir, tiny_session):
     code, out, err = run(capsys, "recipe", "--model", str(tiny_model_dir), "--allocation", "owl", "--sparsity", "0.6",
                          "--out", str(tmp_path / "owl.yaml"), "--quiet", *TINY)

@@ -96,7 +96,7 @@ def transfer_command(args) -> int:
 def recipe_command(args) -> int:
     """`recipe`: an allocation (of an exported folder, a search run's best, or a method) as an llm-compressor
     recipe, its ratios in the model's module order."""
-    from engine.llmcompressor_recipe import (MODIFIERS, llmcompressor_recipe, ordered_ratios, session_recipe,
+    from engine.llmcompressor_recipe import (check_modifier, llmcompressor_recipe, ordered_ratios, session_recipe,
                                              write_recipe)
 
     bars = ProgressBars(not args.quiet)
@@ -112,12 +112,12 @@ def recipe_command(args) -> int:
     else:
         pattern = None
         if args.from_run:
+            check_modifier(run_best(args.from_run)[0].metric)  # before the model loads
             session, method, target, metric = best_of_run(args, bars)
         else:
             pattern = parse_pattern(args.pattern)
             method, metric = with_nan_policy(args.allocation, args.nan_policy), args.metric
-            if metric not in MODIFIERS:  # before the model loads
-                raise WorkbenchError(f"llm-compressor prunes one-shot with {' or '.join(MODIFIERS)}, not {metric}")
+            check_modifier(metric)  # before the model loads
             if pattern is None and args.sparsity is None:
                 raise WorkbenchError("--sparsity is required (or give --pattern N:M)")
             if pattern and method != "uniform":
