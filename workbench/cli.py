@@ -165,7 +165,7 @@ def _result_parsers(sub) -> None:
 
 def _recipe_parser(sub) -> None:
     rc = sub.add_parser("recipe", help="an allocation as an llm-compressor recipe (YAML for its oneshot)",
-                        description="Writes the per-block (or, for group and linear allocations, per-linear) "
+                        description="Writes the per-block (or, where a block's linears differ, per-linear) "
                                     "sparsities of an exported model folder, of a search run's best or of an "
                                     "allocation as a recipe that llm-compressor's oneshot runs as it is: its "
                                     "Wanda or SparseGPT modifier, `sparsity` as one value per matched module in "
