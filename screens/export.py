@@ -16,6 +16,7 @@ LABELS = {"keep": "keep the model's dtype", "dense": "dense safetensors",
           "compressed-tensors": "compressed-tensors (sparse)", RECIPE_EXPORT: "llm-compressor recipe (.yaml)"}
 DTYPES = [(LABELS.get(d, d), d) for d in EXPORT_DTYPES]
 FORMATS = [(LABELS.get(f, f), f) for f in (*EXPORT_FORMATS, RECIPE_EXPORT)]
+MODEL_OUT, RECIPE_OUT = "out/pruned", "out/recipe.yaml"  # the default output of a model folder and of a recipe
 
 
 class Export(Vertical):
@@ -25,7 +26,7 @@ class Export(Vertical):
         yield Label("Allocation (a method name, or a function's text form)")
         yield TextBox(value="owl", id="export-method")
         yield Label("Output folder (a .yaml file for a recipe)")
-        yield TextBox(value="out/pruned", id="export-out")
+        yield TextBox(value=MODEL_OUT, id="export-out")
         with Horizontal(id="export-options"):
             yield Select(FORMATS, value="dense", allow_blank=False, id="export-format")
             yield Select(DTYPES, value="keep", allow_blank=False, id="export-dtype")
@@ -35,6 +36,15 @@ class Export(Vertical):
             yield ProgressBar(id="export-progress", show_eta=False)
             yield Static("", id="export-stage", markup=False)
         yield Static("", id="export-result", markup=False)
+
+    @on(Select.Changed, "#export-format")
+    def format_changed(self, event: Select.Changed) -> None:
+        """A recipe is one .yaml file in no dtype: the default output follows the format, the dtype is greyed."""
+        recipe = event.value == RECIPE_EXPORT
+        out = self.query_one("#export-out", Input)
+        if out.value.strip() == (MODEL_OUT if recipe else RECIPE_OUT):
+            out.value = RECIPE_OUT if recipe else MODEL_OUT
+        self.query_one("#export-dtype", Select).disabled = recipe
 
     def use_function(self, text: str) -> None:
         self.query_one("#export-method", Input).value = text

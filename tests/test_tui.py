@@ -340,6 +340,26 @@ async def test_export_reports_progress_and_result_or_error():
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
 
 
+async def test_the_recipe_format_takes_a_yaml_file_and_no_dtype():
+    from engine.choices import RECIPE_EXPORT
+    from textual.widgets import Select
+
+    app = app_with(FakeAPI())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("x")
+        out, dtype = app.query_one("#export-out"), app.query_one("#export-dtype")
+        assert out.value == "out/pruned" and not dtype.disabled
+        app.query_one("#export-format", Select).value = RECIPE_EXPORT
+        assert await wait_until(pilot, lambda: out.value == "out/recipe.yaml" and dtype.disabled)
+        app.query_one("#export-format", Select).value = "dense"
+        assert await wait_until(pilot, lambda: out.value == "out/pruned" and not dtype.disabled)
+        out.value = "mine"  # a path the user typed stays
+        app.query_one("#export-format", Select).value = RECIPE_EXPORT
+        assert await wait_until(pilot, lambda: dtype.disabled)
+        assert out.value == "mine"
+
+
 async def test_shift_w_writes_the_report_of_the_run_beside_it_or_says_why_not():
     from workbench.contract import RunOptions
 
