@@ -71,6 +71,29 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
 
 
 @contextmanager
+def atomic_file(path: Path):
+    """A new temporary sibling of `path` to write (with the permissions a new file gets). When the block ends
+    normally it becomes `path` in one rename; on any error or interrupt it is deleted and `path` is untouched."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path`, synced to disk, all or nothing."""
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextmanager
 def atomic_folder(out: Path):
     """A new temporary sibling of `out` to fill. When the block ends normally it becomes `out` in one rename (an
     old `out` moves aside first, then goes); on any error or interrupt it is deleted and `out` is untouched.

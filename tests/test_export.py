@@ -214,3 +214,26 @@ def test_compressed_tensors_keeps_tied_embeddings(tmp_path):
     save_compressed(model, tmp_path / "tied", 0.0, None, "5GB")
     tokens = torch.randint(0, 128, (1, 8))
     assert torch.equal(load_compressed(tmp_path / "tied", torch.float32)(tokens).logits, model(tokens).logits)
+
+
+def test_atomic_writes_leave_ordinary_permissions_and_nothing_on_failure(tmp_path):
+    # mkstemp and mkdtemp make private temporaries: a recipe, report or model folder to share must not stay so
+    import os
+    import stat
+
+    from engine.saving import atomic_folder, write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "recipe.yaml", "a: 1\n")
+        with atomic_folder(tmp_path / "report") as folder:
+            (folder / "report.md").write_text("# r\n")
+        with pytest.raises(RuntimeError), atomic_folder(tmp_path / "report") as folder:
+            (folder / "report.md").write_text("# half\n")
+            raise RuntimeError("killed half-way")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "recipe.yaml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == 0o755
+    assert (tmp_path / "report" / "report.md").read_text() == "# r\n"  # the failed rewrite left the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "report"]

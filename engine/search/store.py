@@ -14,30 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from engine.choices import SEARCH_RUN_FORMAT
 from engine.errors import WorkbenchError
+from engine.saving import write_atomic
 from engine.search.events import Candidate
 
 RUN_VERSION = 1
 RUN_FILES = ("state.json", "candidates.jsonl", "best.txt", "final.json")
 STATE_KEYS = {"queue", "evaluated", "logged", "done", "best"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunStore:

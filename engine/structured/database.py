@@ -13,8 +13,6 @@ per block plus index.json, written last (the database counts as built once it ex
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from engine.choices import LEVEL_DATABASE_FORMAT as DB_FORMAT
 from engine.errors import WorkbenchError
 from engine.files import check_safetensors, read_json
 from engine.progress import Progress, no_progress
-from engine.search.store import write_atomic
+from engine.saving import atomic_file, write_atomic
 from engine.structured.structure import Shapes, Structure
 
 DAMPING = 1e-2
@@ -183,11 +181,5 @@ def _block_path(folder: Path, index: int) -> Path:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

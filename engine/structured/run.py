@@ -25,7 +25,8 @@ from engine.progress import Progress, no_progress
 from engine.search.control import Control
 from engine.search.controller import SearchController
 from engine.search.core import Outcome, attempt
-from engine.search.store import RunStore, write_atomic
+from engine.saving import write_atomic
+from engine.search.store import RunStore
 from engine.session import Session
 from engine.structured.compact import build_compact
 from engine.structured.database import LevelDatabase, build_database, estimate_bytes
