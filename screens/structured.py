@@ -127,11 +127,13 @@ class Structured(Vertical):
             row[5], row[6] = 0, "-"
         self._show_stages()
 
-    def candidate_scored(self, stage: int, text: str, fitness: float) -> None:
+    def candidate_scored(self, stage: int, text: str, fitness: float | None) -> None:
+        """A candidate evaluated at `stage`: scored, or rejected (fitness None, a fine-tune that diverged, say)."""
         if stage < len(self.stages):
             row = self.stages[stage]
             row[5] += 1
-            row[6] = f"{fitness:.5f}" if row[6] == "-" else f"{min(float(row[6]), fitness):.5f}"
+            if fitness is not None:
+                row[6] = f"{fitness:.5f}" if row[6] == "-" else f"{min(float(row[6]), fitness):.5f}"
             self._show_stages()
         self.show_structure("candidate", text)
 

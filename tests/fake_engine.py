@@ -81,6 +81,8 @@ class SlowScores:
 
     def structured(self, text, stage, check) -> float:
         self.wait(check)
+        if zlib.crc32(text.encode()) % 4 == 0:
+            return float("nan")  # a fine-tune that diverged: the engine rejects the candidate
         levels = [int(x) for x in text.split("/")[0].split()[1:]]
         return 0.01 * (1 + sum((b + 1) * a for b, a in enumerate(levels)) % 17) + 0.001 * stage
 
