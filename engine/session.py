@@ -141,9 +141,12 @@ class Session:
         """Allocations read magnitude scores for magnitude and Wanda scores for Wanda and SparseGPT."""
         score_metric = _score_metric(metric)
         if score_metric not in self._inputs:
-            scorer = self.pruner(score_metric, progress=progress)
-            self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense_weight, scorer.scores,
-                                                          seed=self.data.seed, sample_size=self.data.sample_size)
+            with self.lock:  # its calibration runs the dense model: not while another thread scores a candidate
+                if score_metric not in self._inputs:
+                    scorer = self.pruner(score_metric, progress=progress)
+                    self._inputs[score_metric] = AllocationInputs(self.blocks, self.dense_weight, scorer.scores,
+                                                                  seed=self.data.seed,
+                                                                  sample_size=self.data.sample_size)
         return self._inputs[score_metric]
 
     def has_allocation_inputs(self, metric: str) -> bool:

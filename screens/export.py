@@ -52,8 +52,12 @@ class Export(Vertical):
     @on(Button.Pressed, "#export-button")
     @on(Input.Submitted, "#export-out")
     def start(self) -> None:
+        """Ask for an export (one at a time: the button stays disabled until its result comes)."""
         method = self.query_one("#export-method", Input).value.strip()
         out = self.query_one("#export-out", Input).value.strip()
+        if self.query_one("#export-button", Button).disabled:  # Enter in the output box while one runs
+            self.notify("an export is still running", severity="warning")
+            return
         if not method or not out:
             self.notify("choose an allocation and an output folder", severity="warning")
             return

@@ -39,6 +39,13 @@ def _samples():
             for b in range(N_BLOCKS)]
 
 
+def user_error(text: str) -> ValueError:
+    """A user error as the engine API hands it on (engine_api.user_errors): a ValueError from a WorkbenchError."""
+    error = ValueError(text)
+    error.__cause__ = WorkbenchError(text)
+    return error
+
+
 class SlowScores:
     """Stands in for the model: `seconds` per candidate, checking the control like forward batches do."""
 
@@ -126,7 +133,7 @@ class FakeAPI(EngineAPI):
     def load(self, status, progress=lambda *a: None):
         status("loading fake model")
         if self.load_error:
-            raise ValueError(self.load_error)
+            raise user_error(self.load_error)
         return ModelInfo("fake-llama", "cpu", "float32", N_BLOCKS, LAYOUT)
 
     def allocation(self, method, sparsity, metric):
@@ -160,7 +167,7 @@ class FakeAPI(EngineAPI):
         """Perplexity, then each task's requests in two halves (as the engine reports them), then the scores."""
         self.calls.append(("held_out", method, tuple(tasks)))
         if method == "dsa":
-            raise ValueError("op 'asin' produced NaN at block 0")
+            raise user_error("op 'asin' produced NaN at block 0")
         scores = {}
         for task in tasks:
             progress(f"zero-shot {task}", 32, 64)
@@ -225,13 +232,17 @@ class FakeAPI(EngineAPI):
         for i in range(3):
             progress("pruning", i + 1, 3)
         if out == "exists":
-            raise ValueError("output exists already exists (use --force to replace it)")
+            raise user_error("output exists already exists (use --force to replace it)")
+        if out == "full-disk":  # not a user error: what the engine does not foresee
+            raise OSError(28, "No space left on device\nwhile writing model-00001.safetensors")
+        if out == "slow":
+            time.sleep(0.5)
         return out
 
     def report(self, run, out):
         self.calls.append(("report", run, out))
         if run == "empty":
-            raise ValueError(f"run {run} has no scored candidate yet: run the search first")
+            raise user_error(f"run {run} has no scored candidate yet: run the search first")
         return out
 
     def memory(self):

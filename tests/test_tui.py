@@ -99,8 +99,11 @@ async def test_load_failure_is_a_notification_not_a_crash():
     async with app.run_test(size=SIZE) as pilot:
         assert await wait_until(pilot, lambda: "could not load" in app.status_text)
         assert any("no such file" in n.message for n in app._notifications)
-        await pilot.press("s")  # still answers keys
+        await pilot.press("s")  # still answers keys, and says why nothing starts
         assert app.is_running
+        assert await wait_until(pilot, lambda: any(n.message == "no model: no such file or folder: /nope"
+                                                   for n in app._notifications))
+        assert "model: failed to load" in app.status_line()
 
 
 @pytest.mark.parametrize("key,pane", [("d", "dashboard"), ("f2", "dashboard"), ("l", "leaderboard"), ("e", "editor"),
@@ -338,6 +341,26 @@ async def test_export_reports_progress_and_result_or_error():
         app.query_one("#export-out").value = "exists"
         await pilot.click("#export-button")
         assert await wait_until(pilot, lambda: "already exists" in str(export.query_one("#export-result").render()))
+
+
+async def test_an_unforeseen_export_error_is_one_line_and_gives_the_button_back():
+    app = app_with(FakeAPI())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("x")
+        export, button = app.query_one(Export), app.query_one("#export-button")
+        app.query_one("#export-out").value = "full-disk"
+        await pilot.click("#export-button")
+        result = lambda: str(export.query_one("#export-result").render())  # noqa: E731
+        assert await wait_until(pilot, lambda: result().startswith("export failed"))
+        assert result() == "export failed: OSError: [Errno 28] No space left on device" and not button.disabled
+        app.query_one("#export-out").value = "slow"
+        await pilot.click("#export-button")
+        app.query_one("#export-out").focus()
+        await pilot.press("enter")  # a second export while the first runs: refused, the first one's result kept
+        assert any(n.message == "an export is still running" for n in app._notifications)
+        assert await wait_until(pilot, lambda: result() == "written: slow" and not button.disabled)
+        assert [c[2] for c in app.api.calls if c[0] == "export"] == ["full-disk", "slow"]
 
 
 async def test_the_recipe_format_takes_a_yaml_file_and_no_dtype():

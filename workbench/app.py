@@ -15,6 +15,8 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from engine.choices import DEFAULT_STRUCTURED_RUN
+from engine.errors import WorkbenchError
+from engine.search.core import describe
 
 from screens.compare import Compare
 from screens.dashboard import Dashboard
@@ -46,6 +48,12 @@ def while_running(handler):
     return guarded
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for a failed job: a user error's message (the engine API hands them on as ValueError), else the
+    exception's type and first line (an out-of-memory error runs to many)."""
+    return describe(exc.__cause__ if isinstance(exc.__cause__, WorkbenchError) else exc)
+
+
 @dataclass
 class AppConfig:
     settings: object = None  # the engine's SearchSettings of the next DSA search; None: the API's defaults
@@ -69,6 +77,7 @@ class WorkbenchApp(App):
         self.api = api
         self.config = config or AppConfig()
         self.info = None
+        self.load_error: str | None = None  # why the model could not be loaded, once that is known
         self.status_text = "loading model…"
         self.dsa = DsaDriver(self, self.config.settings or api.search_settings(), self.config.options)
         self.structured = StructuredDriver(self)
@@ -109,7 +118,8 @@ class WorkbenchApp(App):
 
     def status_line(self) -> str:
         p, info = self.dsa.settings, self.info
-        model = f"{info.label} on {info.device} ({info.dtype})" if info else "model: loading"
+        model = (f"{info.label} on {info.device} ({info.dtype})" if info
+                 else "model: failed to load" if self.load_error else "model: loading")
         return (f"{model} | {p.metric} | target {p.sparsity:g} | fitness {p.fitness} | {self.dsa.summary()} | "
                 f"{self.api.memory()}\n{self.status_text}")
 
@@ -159,15 +169,26 @@ class WorkbenchApp(App):
             chosen = self.query_one(Structured).read_settings()
             if chosen is not None:
                 self.post_message(StructuredStartRequested(*chosen))
-        elif self.info is None:
-            self.notify("the model is still loading", severity="warning")
-        else:
+        elif self.model_ready():
             self.dsa.start()
+
+    def model_ready(self) -> bool:
+        """Whether the model is loaded; when it is not, says why (still loading, or it failed to load)."""
+        if self.info is None:
+            self.notify(f"no model: {self.load_error}" if self.load_error else "the model is still loading",
+                        severity="error" if self.load_error else "warning")
+        return self.info is not None
+
+    def busy(self, group: str, what: str) -> bool:
+        """Whether a job of `group` is still running (one at a time); says so when it is."""
+        running = any(w.group == group and not w.is_finished for w in self.workers)
+        if running:
+            self.notify(f"{what} is still running", severity="warning")
+        return running
 
     def action_report(self) -> None:
         """The DSA run's report (report.md and PNGs) into RUN-report, replaced if there; one at a time."""
-        if any(w.group == "report" and not w.is_finished for w in self.workers):
-            self.notify("a report is being written", severity="warning")
+        if self.busy("report", "a report"):
             return
         self.notify(f"writing the report of {self.dsa.options.run}…")
         self.write_report(self.dsa.options.run)
@@ -220,13 +241,15 @@ class WorkbenchApp(App):
 
     @on(StructuredStartRequested)
     def _structured_start(self, message: StructuredStartRequested) -> None:
-        if self.info is None:
-            self.notify("the model is still loading", severity="warning")
-        elif self.structured.state.allows("start"):
+        if self.model_ready() and self.structured.state.allows("start"):
             self.structured.start(message.run, message.settings)
 
     @on(StructuredExportRequested)
-    @work(thread=True, exclusive=True, group="structured export", exit_on_error=False)
+    def _structured_export(self, message: StructuredExportRequested) -> None:
+        if not self.busy("structured export", "an export of the smaller model"):
+            self.structured_export(message)
+
+    @work(thread=True, group="structured export", exit_on_error=False)
     def structured_export(self, message: StructuredExportRequested) -> None:
         def progress(stage: str, done: int, total: int) -> None:
             self.structured.post_status(f"export: {stage} {done}/{total}")
@@ -265,29 +288,29 @@ class WorkbenchApp(App):
         try:
             (ppl, zero_shot), error = self.api.held_out(message.method, p.sparsity, p.metric, p.tasks, p.limit,
                                                         progress), None
-        except ValueError as exc:
-            ppl, zero_shot, error = None, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the pane's cell says why, whatever failed
+            ppl, zero_shot, error = None, None, error_line(exc)
         self.post_message(CompareDone(message.method, ppl, error, zero_shot))
 
     @on(ExportRequested)
-    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    @work(thread=True, group="export", exit_on_error=False)
     def export(self, message: ExportRequested) -> None:
         p = self.dsa.settings
         progress = lambda stage, done, total: self.post_message(ExportProgressed(stage, done, total))  # noqa: E731
         try:
             path, error = self.api.export(message.method, p.sparsity, p.metric, message.out, message.format,
                                           message.dtype, message.force, progress), None
-        except ValueError as exc:
-            path, error = None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the pane says why and its button comes back, whatever failed
+            path, error = None, error_line(exc)
         self.post_message(ExportDone(path, error))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker error becomes a notification; the app keeps running."""
         if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            message = error_line(event.worker.error)
             self.notify(message, title=f"{event.worker.group} failed", severity="error", timeout=10)
             if event.worker.group == "load":
+                self.load_error = message
                 self.status_text = f"could not load the model: {message}"
                 self.show_status()
 
