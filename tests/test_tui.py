@@ -120,7 +120,7 @@ async def test_pane_keys(key, pane):
 
 
 async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
-    app = app_with()
+    app = app_with(FakeAPI(candidate_seconds=0.1))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("s")
@@ -130,6 +130,14 @@ async def test_search_start_fills_leaderboard_and_fitness_plot_then_finishes():
         assert app.dsa.generations == [1, 2, 3]
         assert app.dsa.best.fitness == min(c.fitness for c in board.candidates.values())
         assert "held-out" in app.status_text
+        from dataclasses import replace
+
+        app.dsa.options = replace(app.dsa.options, run="runs/second")  # as the settings dialog sets it
+        await pilot.press("s")  # a new run: its fitness curve starts from its own first generation
+        assert await wait_until(pilot, lambda: app.dsa.state == "running")
+        assert len(app.dsa.generations) < 3
+        assert await wait_until(pilot, lambda: app.dsa.state == "finished")
+        assert app.dsa.generations == [1, 2, 3]
 
 
 async def test_pause_resume_step_stop_bindings_follow_state():
@@ -534,3 +542,17 @@ async def test_structured_export_button_and_bad_settings():
         await pilot.press("s")
         await pilot.pause(0.2)
         assert app.structured.state == "idle" and not any(c[0] == "start_structured" for c in api.calls)
+
+
+async def test_a_new_target_previews_the_editors_function_again():
+    from dataclasses import replace
+
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("e")
+        app.query_one(Editor).set_text("abs | mean | no_op")
+        assert await wait_until(pilot, lambda: ("allocation", "abs | mean | no_op", 0.7, "wanda") in api.calls)
+        app.dsa.apply((replace(app.dsa.settings, sparsity=0.5), app.dsa.options))  # as the settings dialog returns
+        assert await wait_until(pilot, lambda: ("allocation", "abs | mean | no_op", 0.5, "wanda") in api.calls)

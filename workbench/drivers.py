@@ -18,6 +18,7 @@ from screens.dashboard import Dashboard
 from screens.editor import Editor
 from screens.export import Export
 from screens.leaderboard import Leaderboard
+from screens.messages import PreviewRequested
 from screens.structured import Levels, Structured
 from workbench.contract import AllocationView, RunOptions, ScoredCandidate
 from workbench.event_text import event_text
@@ -123,6 +124,9 @@ class DsaDriver(SearchDriver):
         if changed:
             compare.reset()
             self.show_baselines()
+            editor = self.app.query_one(Editor)
+            if editor.text:  # the editor's preview at the new target
+                self.app.post_message(PreviewRequested(editor.text))
         self.app.show_status()
 
     def show_baselines(self) -> None:
@@ -132,7 +136,8 @@ class DsaDriver(SearchDriver):
             views = {m: self.app.api.allocation(m, p.sparsity, p.metric) for m in ("uniform", "owl")}
             importance = self.app.api.importance(p.metric)
             self.app.call_from_thread(plot, views, importance)
-            self.app.status("ready: s starts a search, e opens the editor, ? lists every key")
+            if not self.running:  # a running search's status stays
+                self.app.status("ready: s starts a search, e opens the editor, ? lists every key")
 
         def plot(views: dict[str, AllocationView], importance: dict[str, tuple[float, ...]]) -> None:
             if not self.app.is_running:
@@ -153,6 +158,11 @@ class DsaDriver(SearchDriver):
             self.app.notify(str(exc), title="search", severity="error", timeout=10)
             return
         self.seeds = []
+        if not self.options.resume:  # a new run: nothing of the one before on the dashboard
+            self.generations, self.best_curve, self.median_curve = [], [], []
+            self.scored_times.clear()
+            self.workers = self.best = None
+            self.app.query_one(Dashboard).show_fitness([], [], [])
         self.show_status(f"search: run folder {self.options.run}")
 
     def show_status(self, text: str) -> None:
