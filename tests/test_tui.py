@@ -306,7 +306,10 @@ async def test_compare_evaluates_rows_and_shows_rejections():
         assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "ppl")) == "501.000")
         await pilot.press("a")
         assert await wait_until(pilot, lambda: str(table.get_cell("dsa", "ppl")).startswith("rejected"))
+        assert await wait_until(pilot, lambda: "evaluating…" not in [str(table.get_cell(k, "ppl")) for k in table.rows])
         assert str(table.get_cell("owl", "ppl")) == "480.000"
+        # one worker scores them one after another, in the table's order
+        assert [c[1] for c in api.calls if c[0] == "held_out"] == [k.value for k in table.rows]
 
 
 async def test_compare_shows_a_column_of_zero_shot_accuracy_per_task_from_the_settings():
@@ -480,6 +483,20 @@ async def test_quit_during_a_search_stops_it_and_keeps_the_checkpoint():
         await pilot.press("q")
     assert not api.controller.running and api.controller.state == "stopped"
     assert api.controller.store.exists
+
+
+async def test_quit_during_an_export_says_so_and_waits_for_it():
+    api = FakeAPI()
+    app = app_with(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("x")
+        app.query_one("#export-out").value = "slow"  # half a second
+        await pilot.click("#export-button")
+        await pilot.press("q")
+        assert await wait_until(pilot, lambda: "quitting once these finish: export" in app.status_text)
+    assert app.return_code == 0 and not any(w.is_running for w in app.workers)
+    assert [c[2] for c in api.calls if c[0] == "export"] == ["slow"]
 
 
 async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from textual import on, work
@@ -12,7 +14,7 @@ from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult, SystemCommand
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.choices import DEFAULT_STRUCTURED_RUN
 from engine.errors import WorkbenchError
@@ -78,6 +80,8 @@ class WorkbenchApp(App):
         self.config = config or AppConfig()
         self.info = None
         self.load_error: str | None = None  # why the model could not be loaded, once that is known
+        self.compare_queue: deque[str] = deque()  # methods the compare pane asked to score, in order
+        self.compare_lock, self.comparing = threading.Lock(), False  # comparing: the compare worker runs
         self.status_text = "loading model…"
         self.dsa = DsaDriver(self, self.config.settings or api.search_settings(), self.config.options)
         self.structured = StructuredDriver(self)
@@ -203,7 +207,8 @@ class WorkbenchApp(App):
         self.call_from_thread(self.notify, f"report written: {path}/report.md")
 
     async def action_quit(self) -> None:
-        """Stop every search (now), wait off the UI thread until each has written its checkpoint, exit."""
+        """Stop every search (now), wait off the UI thread until each has written its checkpoint, then for the
+        one-off jobs still running (an export, a report: the process could not end before them anyway), exit."""
         active = [d.controller for d in (self.dsa, self.structured) if d.running]
         for controller in active:
             controller.stop()
@@ -211,6 +216,17 @@ class WorkbenchApp(App):
             self.status_text = "quitting: stopping the search (its checkpoint stays)…"
             self.show_status()
             await asyncio.to_thread(lambda: [c.join(QUIT_WAIT_S) for c in active])
+        with self.compare_lock:
+            self.compare_queue.clear()  # comparisons not started yet: not worth waiting for
+        jobs = [w for w in self.workers if not w.is_finished]
+        if jobs:
+            self.status_text = f"quitting once these finish: {', '.join(sorted({w.group for w in jobs}))}…"
+            self.show_status()
+            for job in jobs:
+                try:
+                    await job.wait()
+                except (WorkerCancelled, WorkerFailed):  # its error was shown already
+                    pass
         self.exit()
 
     # -- workers (engine work off the UI thread) ---------------------------------------------------
@@ -280,17 +296,32 @@ class WorkbenchApp(App):
         self.call_from_thread(self.dsa.add_evaluated, cand)
 
     @on(CompareRequested)
+    def _compare_requested(self, message: CompareRequested) -> None:
+        """Queued: one worker scores the compare pane's methods one after another (they share the model), so
+        'evaluate all' holds one thread, not one per method."""
+        with self.compare_lock:
+            self.compare_queue.append(message.method)
+            start, self.comparing = not self.comparing, True
+        if start:
+            self.compare()
+
     @work(thread=True, group="compare", exit_on_error=False)
-    def compare(self, message: CompareRequested) -> None:
-        p = self.dsa.settings
-        progress = lambda stage, done, total: self.post_message(  # noqa: E731
-            CompareProgressed(message.method, stage.removeprefix("zero-shot "), done, total))
-        try:
-            (ppl, zero_shot), error = self.api.held_out(message.method, p.sparsity, p.metric, p.tasks, p.limit,
-                                                        progress), None
-        except Exception as exc:  # noqa: BLE001 - the pane's cell says why, whatever failed
-            ppl, zero_shot, error = None, None, error_line(exc)
-        self.post_message(CompareDone(message.method, ppl, error, zero_shot))
+    def compare(self) -> None:
+        while True:
+            with self.compare_lock:
+                if not self.compare_queue:
+                    self.comparing = False
+                    return
+                method = self.compare_queue.popleft()
+            p = self.dsa.settings
+            progress = lambda stage, done, total: self.post_message(  # noqa: E731
+                CompareProgressed(method, stage.removeprefix("zero-shot "), done, total))
+            try:
+                (ppl, zero_shot), error = self.api.held_out(method, p.sparsity, p.metric, p.tasks, p.limit,
+                                                            progress), None
+            except Exception as exc:  # noqa: BLE001 - the pane's cell says why, whatever failed
+                ppl, zero_shot, error = None, None, error_line(exc)
+            self.post_message(CompareDone(method, ppl, error, zero_shot))
 
     @on(ExportRequested)
     @work(thread=True, group="export", exit_on_error=False)

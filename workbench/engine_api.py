@@ -204,7 +204,8 @@ class EngineAPI:
 
     def _one_search_at_a_time(self) -> None:
         if any(c.running for c in self.searches):
-            raise WorkbenchError("a search is still running: stop it first (t)")
+            raise WorkbenchError("another search is still running: stop it first (t on its pane: F2 for the DSA "
+                                 "search, F7 for the structured one)")
 
     def _started(self, controller: SearchController) -> SearchController:
         self.searches = [c for c in self.searches if c.running] + [controller]
