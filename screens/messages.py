@@ -17,11 +17,14 @@ class PreviewRequested(Message):
 
 
 class PreviewReady(Message):
-    def __init__(self, text: str, view: AllocationView | None, error: str | None) -> None:
+    """A function's ratios (or why it has none) at `target`: the (sparsity, metric) they were computed for."""
+
+    def __init__(self, text: str, view: AllocationView | None, error: str | None, target: tuple | None = None) -> None:
         super().__init__()
         self.text = text
         self.view = view
         self.error = error
+        self.target = target
 
 
 class EvaluateRequested(Message):
@@ -49,12 +52,16 @@ class CompareRequested(Message):
 
 
 class CompareDone(Message):
-    def __init__(self, method: str, perplexity: float | None, error: str | None, zero_shot: dict | None = None) -> None:
+    """A compare row's scores at `target`: the (sparsity, metric) they were computed for."""
+
+    def __init__(self, method: str, perplexity: float | None, error: str | None, zero_shot: dict | None = None,
+                 target: tuple | None = None) -> None:
         super().__init__()
         self.method = method
         self.perplexity = perplexity
         self.error = error
         self.zero_shot = zero_shot or {}  # task -> engine.zeroshot.TaskScore as JSON
+        self.target = target
 
 
 class CompareProgressed(Message):

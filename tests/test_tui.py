@@ -573,3 +573,17 @@ async def test_a_new_target_previews_the_editors_function_again():
         assert await wait_until(pilot, lambda: ("allocation", "abs | mean | no_op", 0.7, "wanda") in api.calls)
         app.dsa.apply((replace(app.dsa.settings, sparsity=0.5), app.dsa.options))  # as the settings dialog returns
         assert await wait_until(pilot, lambda: ("allocation", "abs | mean | no_op", 0.5, "wanda") in api.calls)
+
+
+async def test_a_result_computed_for_the_target_before_a_settings_change_is_dropped():
+    from screens.messages import CompareDone
+
+    app = app_with(FakeAPI())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.info is not None)
+        await pilot.press("c")
+        table = app.query_one(Compare).query_one("DataTable")
+        app.post_message(CompareDone("owl", 1.0, None, {}, (0.5, "wanda")))  # asked at 0.5, the target is now 0.7
+        app.post_message(CompareDone("uniform", 2.0, None, {}, (0.7, "wanda")))
+        assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "ppl")) == "2.000")
+        assert str(table.get_cell("owl", "ppl")) == "—"

@@ -176,6 +176,11 @@ class WorkbenchApp(App):
         elif self.model_ready():
             self.dsa.start()
 
+    def current(self, target: tuple | None) -> bool:
+        """Whether a result computed for `target` (sparsity, metric) still holds: the settings may have changed
+        while it was computed (its row was reset then, its preview asked for again)."""
+        return target is None or target == (self.dsa.settings.sparsity, self.dsa.settings.metric)
+
     def model_ready(self) -> bool:
         """Whether the model is loaded; when it is not, says why (still loading, or it failed to load)."""
         if self.info is None:
@@ -284,7 +289,7 @@ class WorkbenchApp(App):
             view, error = self.api.allocation(message.text, p.sparsity, p.metric), None
         except ValueError as exc:
             view, error = None, str(exc)
-        self.post_message(PreviewReady(message.text, view, error))
+        self.post_message(PreviewReady(message.text, view, error, (p.sparsity, p.metric)))
 
     @on(EvaluateRequested)
     @work(thread=True, group="evaluate", exit_on_error=False)
@@ -321,7 +326,7 @@ class WorkbenchApp(App):
                                                             progress), None
             except Exception as exc:  # noqa: BLE001 - the pane's cell says why, whatever failed
                 ppl, zero_shot, error = None, None, error_line(exc)
-            self.post_message(CompareDone(method, ppl, error, zero_shot))
+            self.post_message(CompareDone(method, ppl, error, zero_shot, (p.sparsity, p.metric)))
 
     @on(ExportRequested)
     @work(thread=True, group="export", exit_on_error=False)
@@ -362,6 +367,8 @@ class WorkbenchApp(App):
     @on(PreviewReady)
     @while_running
     def _preview_ready(self, message: PreviewReady) -> None:
+        if not self.current(message.target):
+            return
         self.query_one(Editor).show_preview(message)
         if message.view is not None:
             self.query_one(Dashboard).show_allocation("editor", message.view)
@@ -369,7 +376,8 @@ class WorkbenchApp(App):
     @on(CompareDone)
     @while_running
     def _compare_done(self, message: CompareDone) -> None:
-        self.query_one(Compare).show_result(message)
+        if self.current(message.target):
+            self.query_one(Compare).show_result(message)
 
     @on(CompareProgressed)
     @while_running
