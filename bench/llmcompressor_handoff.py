@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.loading import load_model  # noqa: E402
+from engine.saving import write_atomic  # noqa: E402
 from engine.session import Session  # noqa: E402
 from workbench.sessions import run_best  # noqa: E402
 
@@ -78,9 +79,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="handoff-") as work:  # three model folders: gone when measured
         result = handoff(args, Path(work))
-    path = ROOT / "bench/results/llmcompressor_handoff.json"
-    path.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_atomic(ROOT / "bench/results/llmcompressor_handoff.json", json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "linears"}, indent=1))
 
 

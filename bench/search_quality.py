@@ -46,7 +46,6 @@ import contextlib
 import fcntl
 import importlib.util
 import json
-import os
 import platform
 import random
 import shutil
@@ -66,6 +65,7 @@ from engine.allocation.distill import distill  # noqa: E402
 from engine.data_config import DataConfig  # noqa: E402
 from engine.errors import WorkbenchError  # noqa: E402
 from engine.loading import load_model  # noqa: E402
+from engine.saving import write_atomic  # noqa: E402
 from engine.search import events as ev  # noqa: E402
 from engine.search.control import Control, SearchState, SearchStopped  # noqa: E402
 from engine.search.evaluator import SessionEvaluator  # noqa: E402
@@ -230,9 +230,7 @@ def stored_results():
         fcntl.flock(lock, fcntl.LOCK_EX)
         out = json.loads(path.read_text()) if path.exists() else {}
         yield out
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(out, indent=1))
 
 
 def anytime_section(out: dict, model_label: str) -> dict:
@@ -333,9 +331,7 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
 
         def keep_time():
             segment["seconds"], segment["proposals"][1] = time.perf_counter() - t0, control.proposed
-            tmp = timing.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seconds": sum(s["seconds"] for s in segments), "segments": segments}))
-            os.replace(tmp, timing)
+            write_atomic(timing, json.dumps({"seconds": sum(s["seconds"] for s in segments), "segments": segments}))
 
         def on_event(event):
             if isinstance(event, (ev.CandidateScored, ev.CandidateRejected)):

@@ -93,9 +93,7 @@ def session_recipe(session, method: str, target: float, metric: str, pattern: st
 
 def write_recipe(text: str, out: str | Path, force: bool = False) -> Path:
     """The recipe written atomically to `out`; an existing file is kept unless `force`."""
-    from engine.saving import write_atomic
-
-    from engine.saving import refuse_existing
+    from engine.saving import refuse_existing, write_atomic
 
     out = refuse_existing(out, force)
     if out.is_dir():

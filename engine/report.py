@@ -163,8 +163,8 @@ def _markdown(folder: Path, settings, best, final: dict, held: dict, kl: dict, a
              f"{settings.sparsity:g} mean sparsity; strategy {settings.strategy} ({settings.granularity}), "
              f"population {settings.population}, {settings.generations} generations, seed {settings.seed}, fitness "
              f"{settings.fitness}, stages {settings.stages_text or 'none'}.",
-             f"Data: corpus {d.corpus or DEFAULT_CORPUS_LABEL}, seqlen {d.seqlen}, {d.calib_tokens} calibration, {d.fitness_tokens} "
-             f"fitness and {d.eval_tokens or 'all'} held-out tokens, seed {d.seed}.", "",
+             f"Data: corpus {d.corpus or DEFAULT_CORPUS_LABEL}, seqlen {d.seqlen}, {d.calib_tokens} calibration, "
+             f"{d.fitness_tokens} fitness and {d.eval_tokens or 'all'} held-out tokens, seed {d.seed}.", "",
              f"Best (fitness {best.fitness:.4g}, candidate {best.index + 1}, generation {best.generation + 1}):", "",
              f"    {best.text}", ""]
     if "fitness_to_held_out" in final:

@@ -306,7 +306,8 @@ async def test_compare_evaluates_rows_and_shows_rejections():
         assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "ppl")) == "501.000")
         await pilot.press("a")
         assert await wait_until(pilot, lambda: str(table.get_cell("dsa", "ppl")).startswith("rejected"))
-        assert await wait_until(pilot, lambda: "evaluating…" not in [str(table.get_cell(k, "ppl")) for k in table.rows])
+        cells = lambda: [str(table.get_cell(key, "ppl")) for key in table.rows]  # noqa: E731
+        assert await wait_until(pilot, lambda: "evaluating…" not in cells())
         assert str(table.get_cell("owl", "ppl")) == "480.000"
         # one worker scores them one after another, in the table's order
         assert [c[1] for c in api.calls if c[0] == "held_out"] == [k.value for k in table.rows]
