@@ -8,12 +8,16 @@
 #                                         # /tmp/gpu-anytime (the machine stays warm between calls)
 #   bash bench/gpu_anytime.sh run         # there, carrying the last chunk, the wheels and the tokenizer: joins and checks the
 #                                         # GGUF, then scores the baselines and runs every strategy and seed side by
-#                                         # side, one process each, until DEADLINE seconds have passed
+#                                         # side, one process each, then the fidelity stage (--fidelity), until
+#                                         # DEADLINE seconds have passed
 #
-# What comes back ($OUT): search_quality.json (the "anytime" rows of Gemma, each with its machine) and
-# anytime-gemma.tgz (the run folders and logs); `bash bench/gpu_anytime.sh take DIR` (here) adds both to
-# bench/results. Unfinished runs resume anywhere: `python bench/search_quality.py --anytime --models gemma`. Environment: DEADLINE (default 420 s, counted from
-# the start of `run`), CANDIDATES (400), STRATEGIES (all), SEEDS (0 1 2), DEVICE (cuda).
+# `run` starts from the Gemma rows and run folders committed here (bench/results): finished runs and baselines are
+# skipped, unfinished runs resume from their last checkpoint, wherever they ran before.
+# What comes back ($OUT): search_quality.json (Gemma's "anytime" rows, each with its machine, and its "fidelity")
+# and anytime-gemma.tgz (the run folders and logs); `bash bench/gpu_anytime.sh take DIR` (here) adds both to
+# bench/results. Unfinished runs resume anywhere: `python bench/search_quality.py --anytime --models gemma`.
+# Environment: DEADLINE (default 420 s, counted from the start of `run`), CANDIDATES (400), STRATEGIES (all),
+# SEEDS (0 1 2), DEVICE (cuda), FIDELITY (1; 0 skips the fidelity stage).
 # Each call's files (the repository too) must stay under 64 MiB: chunk-4, wheels and tokenizer together are 33 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +61,9 @@ run)
         HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false DSA_WORKBENCH_CACHE="$THERE/cache"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     results="$THERE/results"
-    mkdir -p "$results/logs"
+    mkdir -p "$results/logs" "$results/anytime"
+    [ -d bench/results/anytime/gemma ] && cp -r bench/results/anytime/gemma "$results/anytime/"
+    cp bench/results/search_quality.json "$results/"
     bench=(python3 bench/search_quality.py --anytime --models gemma --gguf "$gguf" --results "$results"
            --device "${DEVICE:-cuda}" --candidates "${CANDIDATES:-400}")
     left() { local n=$(( ${DEADLINE:-420} - (SECONDS - started) )); echo $(( n > 1 ? n : 1 )); }
@@ -78,6 +84,10 @@ l.load_model(sys.argv[1], device='cpu')" "$gguf" 2>&1 | grep -v "it/s" || true
         done
     done
     wait || true
+    if [ "${FIDELITY:-1}" = 1 ]; then  # the 20 best candidates of every run, finished or not
+        timeout "$(left)" python3 bench/search_quality.py --fidelity --models gemma --gguf "$gguf" \
+            --results "$results" --device "${DEVICE:-cuda}" > "$results/logs/fidelity.log" 2>&1 || true
+    fi
     tail -n 3 "$results"/logs/*.log
     nvidia-smi --query-gpu=memory.used --format=csv,noheader || true
     cp "$results/search_quality.json" "$OUT/" || true

@@ -362,9 +362,15 @@ def anytime_run(session: Session, data: DataConfig, label: str, name: str, extra
 
 
 def merge(path: Path) -> None:
-    """Adds the anytime rows of another machine's results file (bench/gpu_anytime.sh's) to this one's."""
-    theirs = json.loads(path.read_text()).get("anytime", {})
+    """Adds the anytime rows and the fidelity of another machine's results file (bench/gpu_anytime.sh's) to
+    this one's."""
+    everything = json.loads(path.read_text())
+    theirs = everything.get("anytime", {})
     with stored_results() as out:
+        for label, measured in everything.get("fidelity", {}).items():
+            if out.get("fidelity", {}).get(label) != measured:
+                out.setdefault("fidelity", {})[label] = measured
+                print(f"fidelity of {label}: {len(measured['rows'])} candidates", flush=True)
         for model_label, sections in theirs.items():
             other = sections[str(ANYTIME_TARGET)]
             here = anytime_section(out, model_label)
