@@ -249,9 +249,11 @@ def make_plan(shape: ModelShape, command: str, *, metric: str = "wanda", calibra
                                    transient=8 * (2 * out * cols + 3 * cols * cols))
         trained = s.layers * s.block_params + s.vocab * s.hidden
         tokens = data.batch_size * data.seqlen
+        masters = 8 if B < 4 else 0  # a bfloat16 or float16 model's float32 master weights and gradients
         phases["fine-tune"] = phase(
-            "fine-tune", weights, "the dense model, a pruned copy with its gradients and AdamW moments",
-            transient=trained * (2 * B + 8) + tokens * s.layers * (10 * s.hidden + 4 * s.intermediate) * B
+            "fine-tune", weights, "the dense model, a pruned copy with its gradients and AdamW moments"
+            + (" and float32 master weights" if masters else ""),
+            transient=trained * (2 * B + 8 + masters) + tokens * s.layers * (10 * s.hidden + 4 * s.intermediate) * B
             + min(tokens, HEAD_TOKENS) * s.vocab * 12)
     if command == "prune":  # headless: pruned once and saved, so no host copy of the dense weights is kept
         if calibration == "sequential":

@@ -72,13 +72,13 @@ def save_model_folder(model, tokenizer, out: str | Path, recipe: dict, *, force:
 
 @contextmanager
 def atomic_file(path: Path):
-    """A new temporary sibling of `path` to write (with the permissions a new file gets). When the block ends
-    normally it becomes `path` in one rename; on any error or interrupt it is deleted and `path` is untouched."""
+    """A new temporary sibling of `path` to write. When the block ends normally it becomes `path` in one rename,
+    with the permissions a new file gets; on any error or interrupt it is deleted and `path` is untouched."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private, and a writer may have replaced it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

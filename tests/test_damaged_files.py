@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from engine.loading import default_gguf
 from workbench.cli import main
@@ -83,6 +85,23 @@ def test_corrupt_run_folder_recipe_and_level_database(capsys, tmp_path, tiny_mod
 
     structured = tmp_path / "structured"
     assert main(["structured", "build-db", "--run", str(structured), "--model", str(tiny_model_dir), *TINY]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(p.stat().st_mode & 0o777) for p in (structured / "db").iterdir()} == {0o666 & ~umask}
+    export = ["structured", "export", "--run", str(structured), "--out", str(tmp_path / "small"), "--uniform", "0.5",
+              "--no-eval", "--quiet"]
+    block, index, manifest = (structured / "db" / "block-001.safetensors", structured / "db" / "index.json",
+                              structured / "structured.json")
+    saved = {path: path.read_bytes() for path in (block, index, manifest)}
+    tensors = load_file(block)
+    save_file({k: v for k, v in tensors.items() if k != "attn.2.o_proj"}, block)
+    assert "block-001.safetensors is damaged" in one_line_error(capsys, export)
+    index.write_text(json.dumps({**json.loads(saved[index]), "heads": []}))
+    assert "index.json is corrupt: it lacks blocks" in one_line_error(capsys, export)
+    manifest.write_text("[]")
+    assert "structured.json is corrupt or not a structured run" in one_line_error(capsys, export)
+    for path, data in saved.items():
+        path.write_bytes(data)
     truncate(structured / "db" / "block-001.safetensors", -64)
     line = one_line_error(capsys, ["structured", "search", "--run", str(structured), "--target-params", "0.5",
                                    "--quiet"])

@@ -473,12 +473,25 @@ def test_every_failure_of_a_candidate_is_a_logged_rejection_and_the_search_goes_
     assert all(c.scored for i, c in enumerate(log) if i not in (1, 2))
 
 
-def test_unexpected_errors_in_a_row_end_the_search_as_failed_with_the_checkpoint_kept(tmp_path):
-    ctl, evaluator, seen = controller(tmp_path, seconds=0.0, population=12, generations=1)
-    evaluator.evaluate = lambda texts, check, stage=0: [attempt(lambda: 1 / 0) for _ in texts]
+def test_unexpected_errors_in_a_row_end_the_search_as_failed_and_a_resume_scores_those_candidates(tmp_path):
+    ctl, evaluator, seen = controller(tmp_path, seconds=0.0, population=14, generations=1)
+    working, calls = evaluator.evaluate, []
+
+    def failing_after_two(texts, check, stage=0):  # the machine fails from the third candidate on
+        calls.extend(texts)
+        return working(texts, check, stage) if len(calls) <= 2 else [attempt(lambda: 1 / 0) for _ in texts]
+
+    evaluator.evaluate = failing_after_two
     ctl.start()
     assert ctl.join(scaled(5.0)) and ctl.state == "failed"
     assert f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed" in seen[-1].message and seen[-1].resumable
+    assert seen[-1].evaluated == 2  # checkpointed as it was before the failures
     log = RunStore(tmp_path / "run").candidates()
-    assert len(log) == MAX_ERRORS_IN_A_ROW
-    assert all(c.reason == "ZeroDivisionError: division by zero" for c in log)
+    assert len(log) == 2 + MAX_ERRORS_IN_A_ROW  # they stay in the log, to be read, until the run resumes
+    assert all(c.reason == "ZeroDivisionError: division by zero" for c in log[2:])
+    failed = [c.text for c in log[2:]]
+    again = controller(tmp_path, seconds=0.0, population=14, generations=1)[0]
+    again.start()
+    assert again.join(scaled(5.0)) and again.state == "finished"
+    log = RunStore(tmp_path / "run").candidates()
+    assert all(c.reason is None for c in log) and [c.text for c in log[2:2 + MAX_ERRORS_IN_A_ROW]] == failed

@@ -149,6 +149,50 @@ def test_finetune_lowers_the_training_loss_and_leaves_the_dense_model_alone(buil
         finetune(compact, windows, lr=float("nan"))
 
 
+def test_a_bfloat16_model_keeps_its_rope_and_its_fine_tune_moves_like_a_float32_one(built, tiny_model_dir):
+    """A compact copy of a bfloat16 model (the GPU default) keeps RoPE's float32 frequencies (cast, they turned
+    every position's angle, even with nothing pruned) and fine-tunes through float32 master weights (stepped in
+    bfloat16, most of lr 1e-5's updates were rounded away)."""
+    from transformers import AutoModelForCausalLM
+
+    session, db, _ = built
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    x = session.windows("fitness")[:2]
+    full = Structure((0,) * db.shapes.layers, (0,) * db.shapes.layers)
+    compact = build_compact(dense, db, full)
+    assert compact.model.rotary_emb.inv_freq.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(compact(x).logits, dense(x).logits)
+    windows = session.windows("calibration")
+    structure = uniform(db.shapes, 0.5)
+    moved = {}
+    for model in (session.model, dense):
+        pruned = build_compact(model, db, structure)
+        before = [p.detach().float().clone() for p in pruned.parameters()]
+        finetune(pruned, windows, lr=1e-5, batch_size=1)
+        moved[model.dtype] = torch.cat([(p.detach().float() - b).flatten()
+                                        for p, b in zip(pruned.parameters(), before)]).norm().item()
+    assert moved[torch.bfloat16] > 0.8 * moved[torch.float32] > 0  # 0.93 (0.38 stepped in bfloat16)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_decoding_token_by_token_with_the_cache_equals_one_forward_when_block_0_keeps_no_head(built, cache):
+    from transformers import StaticCache
+
+    session, db, _ = built
+    compact = build_compact(session.model, db, Structure((db.shapes.heads, 1, 2), (3, 10, 0)))
+    x = session.windows("evaluation")[:1, :12]
+    past = StaticCache(config=compact.config, max_cache_len=16) if cache == "static" else None
+    with torch.no_grad():
+        out = compact(x[:, :8], None, None, past, use_cache=True)  # the cache's keyword differs across versions
+        assert out.past_key_values.get_seq_length() == 8
+        steps = [out.logits]
+        for t in range(8, 12):
+            out = compact(x[:, t:t + 1], None, None, out.past_key_values, use_cache=True)
+            steps.append(out.logits)
+        assert torch.allclose(torch.cat(steps, 1), compact(x).logits, atol=1e-5)
+
+
 def test_export_reloads_with_auto_classes_and_gives_the_same_logits(built, tmp_path):
     from transformers import AutoModelForCausalLM
 

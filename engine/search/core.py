@@ -10,11 +10,13 @@ its caches, with the initial state already checkpointed.
 Every failure of one candidate, whatever it is (an invalid function, a LAPACK error, a diverging
 fine-tune, a non-finite fitness), is logged as a rejection with its reason and the search goes on;
 only MAX_ERRORS_IN_A_ROW unexpected errors in a row (the machine, not the candidate, is at fault:
-out of memory, a lost device) end it as failed.
+out of memory, a lost device) end it as failed, checkpointed as it was before them, so that a resumed run
+scores them again once the cause is fixed.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -76,6 +78,7 @@ class CheckpointedSearch:
         self.settings_json = settings_json
         self.on_event = on_event
         self.state: dict | None = None
+        self._before_errors: dict | None = None  # the state before the present run of unexpected errors
 
     # -- what a search defines ---------------------------------------------------------------------
     def initial_state(self) -> dict:
@@ -142,6 +145,8 @@ class CheckpointedSearch:
 
     def _evaluate_next(self, state: dict, control: Control) -> None:
         control.checkpoint()
+        if not state.get("errors_in_a_row"):
+            self._before_errors = copy.deepcopy(state)
         chunk = state["queue"][: self.workers]
         todo = [text for text in chunk if not self.cached(state, text)]
         for i, text in enumerate(todo):
@@ -157,10 +162,13 @@ class CheckpointedSearch:
                 self.on_event(ev.NewBest(cand))
             self.on_event(ev.CandidateScored(cand) if cand.scored else ev.CandidateRejected(cand))
         state["queue"] = state["queue"][len(chunk):]
-        self._checkpoint(state)
         if state.get("errors_in_a_row", 0) >= MAX_ERRORS_IN_A_ROW:
+            self.state = self._before_errors  # failures of the machine are no verdict on these candidates
+            self._checkpoint(self.state)
             raise WorkbenchError(f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed (the last: "
-                                 f"{outcomes[-1].reason}); the checkpoint is kept: fix the cause, then resume")
+                                 f"{outcomes[-1].reason}); the run is kept as it was before them: fix the cause, "
+                                 "then resume to score them again")
+        self._checkpoint(state)
         if todo:
             control.candidate_done()
 

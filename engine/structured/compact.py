@@ -40,8 +40,9 @@ def build_compact(base, db: LevelDatabase, structure: Structure) -> PrunedLlamaF
     for name, target in model.named_parameters():
         if ".self_attn." not in name and ".mlp." not in name:
             target.copy_(dense[name])
-    for name, buffer in base.named_buffers():
-        dict(model.named_buffers())[name].copy_(buffer)
+    own = dict(model.named_buffers())
+    for name, buffer in base.named_buffers():  # in their own dtype: RoPE's frequencies stay float32
+        own[name].data = buffer.clone()
     for i, (a, m) in enumerate(zip(structure.attn, structure.mlp)):
         src, dst = base.model.layers[i], model.model.layers[i]
         heads, o_proj = db.weights(i, "attn", a)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from engine.architecture import decoder_blocks
@@ -138,14 +138,22 @@ class LevelDatabase:
             self.heads = [{int(k): v for k, v in block.items()} for block in index["heads"]]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WorkbenchError(f"{path} is corrupt: {exc}") from exc
+        levels = set(range(self.shapes.heads + 1))
+        if len(self.heads) != self.shapes.layers or any(set(block) != levels for block in self.heads):
+            raise WorkbenchError(f"{path} is corrupt: it lacks blocks or attention levels")
         for block in range(self.shapes.layers):
             check_safetensors(_block_path(self.folder, block))
 
     def weights(self, block: int, kind: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept unit indices, OBS-updated o_proj / down_proj weight over their columns)."""
         unit, name = ("heads", "o_proj") if kind == "attn" else ("neurons", "down_proj")
-        with safe_open(_block_path(self.folder, block), "pt") as fh:
-            return fh.get_tensor(f"{kind}.{level}.{unit}"), fh.get_tensor(f"{kind}.{level}.{name}")
+        path = _block_path(self.folder, block)
+        try:
+            with safe_open(path, "pt") as fh:
+                return fh.get_tensor(f"{kind}.{level}.{unit}"), fh.get_tensor(f"{kind}.{level}.{name}")
+        except SafetensorError as exc:
+            raise WorkbenchError(f"{path} is damaged ({exc}): delete {self.folder} and build it again "
+                                 "(dsa-workbench structured build-db)") from exc
 
     def kept_kv_heads(self, block: int, level: int) -> list[int]:
         per_kv = self.shapes.heads // self.shapes.kv_heads

@@ -57,6 +57,11 @@ class PrunedLlamaAttention(nn.Module):
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         cache = kwargs.pop("past_key_values", cache)  # the keyword's name before transformers 5
         batch, seq = hidden_states.shape[:-1]
+        if self.num_heads == 0:
+            if cache is not None:  # one element per position: transformers reads the cached length from block 0
+                mark = hidden_states.new_ones(batch, 1, seq, 1)
+                cache.update(mark, mark, self.layer_idx)
+            return self.o_proj(hidden_states.new_zeros(batch, seq, 0)), None
         q = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -64,8 +69,6 @@ class PrunedLlamaAttention(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        if self.num_heads == 0:
-            return self.o_proj(hidden_states.new_zeros(batch, seq, 0)), None
         index = self._index.get(k.device)
         if index is None:
             index = self._index[k.device] = torch.tensor(self.kv_of_head, device=k.device)

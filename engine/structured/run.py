@@ -62,7 +62,7 @@ class StructuredRun:
             if meta.get("format") != STRUCTURED_RUN_FORMAT:
                 raise ValueError(meta.get("format"))
             return RunSource(meta["model"], DataConfig(**meta["data"]), meta["mlp_levels"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WorkbenchError(f"{self.manifest} is corrupt or not a structured run") from exc
 
     def check_claim(self, source: RunSource) -> None:
