@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import random
@@ -131,6 +133,14 @@ def test_compact_model_equals_the_dense_model_with_pruned_units_zeroed(built):
         lin.weight.numel() for layer in compact.model.layers
         for lin in (*[getattr(layer.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")],
                     layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj))
+
+
+def test_a_level_database_built_for_other_shapes_is_refused(built):
+    session, db, _ = built
+    other = copy.copy(db)
+    other.shapes = dataclasses.replace(db.shapes, intermediate=2 * db.shapes.intermediate)
+    with pytest.raises(WorkbenchError, match="other shapes than the loaded one"):
+        Workspace(session, other)
 
 
 def test_finetune_lowers_the_training_loss_and_leaves_the_dense_model_alone(built):

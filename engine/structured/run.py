@@ -93,6 +93,9 @@ class Workspace:
     """A loaded dense model with its level database: builds, fine-tunes and scores pruned models."""
 
     def __init__(self, session: Session, db: LevelDatabase, lr: float = DEFAULT_LR):
+        if Shapes.of(session.model.config, db.shapes.mlp_levels) != db.shapes:  # the model folder changed since
+            raise WorkbenchError(f"the level database in {db.folder} was built for a model of other shapes than "
+                                 "the loaded one: build it again in a new --run folder")
         self.session = session
         self.db = db
         self.lr = lr
