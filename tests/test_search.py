@@ -490,6 +490,14 @@ def test_unexpected_errors_in_a_row_end_the_search_as_failed_and_a_resume_scores
     assert len(log) == 2 + MAX_ERRORS_IN_A_ROW  # they stay in the log, to be read, until the run resumes
     assert all(c.reason == "ZeroDivisionError: division by zero" for c in log[2:])
     failed = [c.text for c in log[2:]]
+    state_path = tmp_path / "run" / "state.json"  # killed amid a run of failures, then resumed: still failing
+    amid_failures = {**json.loads(state_path.read_text()), "errors_in_a_row": MAX_ERRORS_IN_A_ROW - 1}
+    state_path.write_text(json.dumps(amid_failures))
+    amid, still_failing, seen = controller(tmp_path, seconds=0.0, population=14, generations=1)
+    still_failing.evaluate = lambda texts, check, stage=0: [attempt(lambda: 1 / 0) for _ in texts]
+    amid.start()
+    assert amid.join(scaled(5.0)) and amid.state == "failed"
+    assert f"{MAX_ERRORS_IN_A_ROW} candidates in a row failed" in seen[-1].message
     again = controller(tmp_path, seconds=0.0, population=14, generations=1)[0]
     again.start()
     assert again.join(scaled(5.0)) and again.state == "finished"

@@ -145,7 +145,7 @@ class CheckpointedSearch:
 
     def _evaluate_next(self, state: dict, control: Control) -> None:
         control.checkpoint()
-        if not state.get("errors_in_a_row"):
+        if not state.get("errors_in_a_row") or self._before_errors is None:  # (None: resumed amid a run of them)
             self._before_errors = copy.deepcopy(state)
         chunk = state["queue"][: self.workers]
         todo = [text for text in chunk if not self.cached(state, text)]
