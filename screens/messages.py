@@ -19,7 +19,7 @@ class PreviewRequested(Message):
 class PreviewReady(Message):
     """A function's ratios (or why it has none) at `target`: the (sparsity, metric) they were computed for."""
 
-    def __init__(self, text: str, view: AllocationView | None, error: str | None, target: tuple | None = None) -> None:
+    def __init__(self, text: str, view: AllocationView | None, error: str | None, target: tuple) -> None:
         super().__init__()
         self.text = text
         self.view = view
@@ -54,8 +54,8 @@ class CompareRequested(Message):
 class CompareDone(Message):
     """A compare row's scores at `target`: the (sparsity, metric) they were computed for."""
 
-    def __init__(self, method: str, perplexity: float | None, error: str | None, zero_shot: dict | None = None,
-                 target: tuple | None = None) -> None:
+    def __init__(self, method: str, perplexity: float | None, error: str | None, zero_shot: dict | None,
+                 target: tuple) -> None:
         super().__init__()
         self.method = method
         self.perplexity = perplexity

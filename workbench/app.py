@@ -176,10 +176,10 @@ class WorkbenchApp(App):
         elif self.model_ready():
             self.dsa.start()
 
-    def current(self, target: tuple | None) -> bool:
+    def current(self, target: tuple) -> bool:
         """Whether a result computed for `target` (sparsity, metric) still holds: the settings may have changed
         while it was computed (its row was reset then, its preview asked for again)."""
-        return target is None or target == (self.dsa.settings.sparsity, self.dsa.settings.metric)
+        return target == (self.dsa.settings.sparsity, self.dsa.settings.metric)
 
     def model_ready(self) -> bool:
         """Whether the model is loaded; when it is not, says why (still loading, or it failed to load)."""
