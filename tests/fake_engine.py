@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from dataclasses import replace
 import time
 import weakref
@@ -124,6 +125,7 @@ class FakeAPI(EngineAPI):
         self.candidate_seconds = candidate_seconds
         self.samples = _samples()
         self.calls: list[tuple] = []
+        self.export_released = threading.Event()  # an export to "held" ends once this is set
         self.controller: SearchController | None = None
         self.searches: list[SearchController] = []
         self.folder = Path(tempfile.mkdtemp(prefix="fake-runs-"))  # run folders land here, removed with the API
@@ -237,6 +239,8 @@ class FakeAPI(EngineAPI):
             raise OSError(28, "No space left on device\nwhile writing model-00001.safetensors")
         if out == "slow":
             time.sleep(0.5)
+        if out == "held":
+            self.export_released.wait(60)  # bounded, should a test fail before setting it
         return out
 
     def report(self, run, out):

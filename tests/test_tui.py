@@ -486,18 +486,45 @@ async def test_quit_during_a_search_stops_it_and_keeps_the_checkpoint():
     assert api.controller.store.exists
 
 
-async def test_quit_during_an_export_says_so_and_waits_for_it():
+async def test_quit_during_an_export_says_so_on_every_pane_answers_keys_and_waits_for_it():
+    from textual.widgets import TabbedContent
+
     api = FakeAPI()
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
         await pilot.press("x")
-        app.query_one("#export-out").value = "slow"  # half a second
+        app.query_one("#export-out").value = "held"  # until export_released is set
         await pilot.click("#export-button")
         await pilot.press("q")
         assert await wait_until(pilot, lambda: "quitting once these finish: export" in app.status_text)
+        await pilot.press("f3")  # the app still takes keys while it waits
+        assert app.query_one(TabbedContent).active == "leaderboard"
+        assert [n.message for n in app._notifications] == ["quitting once these finish: export…"]
+        assert not app.check_action("search", ("start",))  # nothing new starts while quitting
+        api.export_released.set()
+        assert await wait_until(pilot, lambda: app.return_code is not None)
     assert app.return_code == 0 and not any(w.is_running for w in app.workers)
-    assert [c[2] for c in api.calls if c[0] == "export"] == ["slow"]
+    assert [c[2] for c in api.calls if c[0] == "export"] == ["held"]
+
+
+async def test_quit_during_a_calibration_ends_it_at_its_next_step(tiny_model_dir):
+    """The real engine on the tiny model, its first calibration about a minute long: after q the app exits at the
+    calibration's next step instead of its end."""
+    from engine.data_config import DataConfig
+    from workbench.engine_api import EngineAPI
+
+    data = DataConfig(seqlen=64, calib_tokens=1_000_000, fitness_tokens=256, eval_tokens=256, batch_size=4,
+                      sample_size=4096)
+    api = EngineAPI(str(tiny_model_dir), data, device="cpu")
+    app = make_app(AppConfig(redraw_s=0.1), api)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_until(pilot, lambda: app.status_text.startswith("calibration"), timeout=60)
+        pressed = time.monotonic()
+        await pilot.press("q")
+        assert await wait_until(pilot, lambda: app.return_code is not None, timeout=10)
+        assert time.monotonic() - pressed < scaled(10)
+    assert app.return_code == 0 and api.session._calibration is None  # ended unfinished
 
 
 async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():

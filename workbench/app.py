@@ -39,6 +39,12 @@ from workbench.keys import APP_BINDINGS, PANES, help_sections
 
 REDRAW_S = 1.0
 QUIT_WAIT_S = 30.0  # how long quitting waits for a stopped search to write its checkpoint
+QUIT_NOTICE_S = 3600.0  # the quitting notice stays until the app exits
+
+
+class Quitting(Exception):
+    """Raised by the app's progress callbacks once the user quits: work that can be done again (a calibration,
+    a comparison) ends at its next step instead of holding the exit."""
 
 
 def while_running(handler):
@@ -83,6 +89,7 @@ class WorkbenchApp(App):
         self.compare_queue: deque[str] = deque()  # methods the compare pane asked to score, in order
         self.compare_lock, self.comparing = threading.Lock(), False  # comparing: the compare worker runs
         self.status_text = "loading model…"
+        self.quitting = False
         self.dsa = DsaDriver(self, self.config.settings or api.search_settings(), self.config.options)
         self.structured = StructuredDriver(self)
 
@@ -139,7 +146,7 @@ class WorkbenchApp(App):
         """s/p/r/n/t drive the search of the pane in view (the structured one on its pane, else DSA), as the
         engine's lifecycle allows in that search's state; settings while the DSA search can start."""
         if action == "search":
-            return self.driver().state.allows(parameters[0])
+            return not self.quitting and self.driver().state.allows(parameters[0])
         if action == "settings":
             return self.dsa.state.allows("start") and not self.structured_active()
         if action == "pane":  # priority bindings reach the App under a dialog too
@@ -211,28 +218,40 @@ class WorkbenchApp(App):
             return
         self.call_from_thread(self.notify, f"report written: {path}/report.md")
 
-    async def action_quit(self) -> None:
-        """Stop every search (now), wait off the UI thread until each has written its checkpoint, then for the
-        one-off jobs still running (an export, a report: the process could not end before them anyway), exit."""
+    def action_quit(self) -> None:
+        """Stop every search now, and calibrations and comparisons at their next step (their progress callbacks
+        raise Quitting); then, in a worker, so keys are still answered meanwhile, wait until each search has
+        written its checkpoint and the jobs that cannot be dropped (an export, a report) have ended, and exit."""
+        if self.quitting:
+            return
+        self.quitting = True
+        with self.compare_lock:
+            self.compare_queue.clear()  # comparisons not started yet: not worth waiting for
         active = [d.controller for d in (self.dsa, self.structured) if d.running]
         for controller in active:
             controller.stop()
-        if active:
-            self.status_text = "quitting: stopping the search (its checkpoint stays)…"
-            self.show_status()
-            await asyncio.to_thread(lambda: [c.join(QUIT_WAIT_S) for c in active])
-        with self.compare_lock:
-            self.compare_queue.clear()  # comparisons not started yet: not worth waiting for
-        jobs = [w for w in self.workers if not w.is_finished]
-        if jobs:
-            self.status_text = f"quitting once these finish: {', '.join(sorted({w.group for w in jobs}))}…"
-            self.show_status()
-            for job in jobs:
-                try:
-                    await job.wait()
-                except (WorkerCancelled, WorkerFailed):  # its error was shown already
-                    pass
+        self.refresh_bindings()
+        self.run_worker(self.finish_quit(active), group="quit")
+
+    async def finish_quit(self, searches: list) -> None:
+        if searches:
+            self.say_quitting("quitting: stopping the search (its checkpoint stays)…")
+            await asyncio.to_thread(lambda: [c.join(QUIT_WAIT_S) for c in searches])
+        while jobs := [w for w in self.workers if not w.is_finished and w.group != "quit"]:
+            self.say_quitting(f"quitting once these finish: {', '.join(sorted({w.group for w in jobs}))}…")
+            try:
+                await jobs[0].wait()
+            except (WorkerCancelled, WorkerFailed):  # its error was shown already
+                pass
         self.exit()
+
+    def say_quitting(self, text: str) -> None:
+        """On the dashboard's status line and as a notice on every pane; said once each time it changes."""
+        if text != self.status_text:
+            self.status_text = text
+            self.show_status()
+            self.clear_notifications()
+            self.notify(text, timeout=QUIT_NOTICE_S)
 
     # -- workers (engine work off the UI thread) ---------------------------------------------------
     def status(self, text: str) -> None:
@@ -240,8 +259,14 @@ class WorkbenchApp(App):
         self.post_message(StatusChanged(text))
 
     def work_progress(self, stage: str, done: int, total: int) -> None:
-        """Thread-safe progress of long engine work, shown on the dashboard's status line."""
+        """Thread-safe progress of long engine work, shown on the dashboard's status line; raises Quitting once
+        the user quits."""
+        self.stop_if_quitting()
         self.status(describe_progress(stage, done, total))
+
+    def stop_if_quitting(self) -> None:
+        if self.quitting:
+            raise Quitting
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_model(self) -> None:
@@ -319,8 +344,10 @@ class WorkbenchApp(App):
                     return
                 method = self.compare_queue.popleft()
             p = self.dsa.settings
-            progress = lambda stage, done, total: self.post_message(  # noqa: E731
-                CompareProgressed(method, stage.removeprefix("zero-shot "), done, total))
+
+            def progress(stage: str, done: int, total: int) -> None:
+                self.stop_if_quitting()
+                self.post_message(CompareProgressed(method, stage.removeprefix("zero-shot "), done, total))
             try:
                 (ppl, zero_shot), error = self.api.held_out(method, p.sparsity, p.metric, p.tasks, p.limit,
                                                             progress), None
@@ -342,7 +369,7 @@ class WorkbenchApp(App):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker error becomes a notification; the app keeps running."""
-        if event.state == WorkerState.ERROR:
+        if event.state == WorkerState.ERROR and not isinstance(event.worker.error, Quitting):
             message = error_line(event.worker.error)
             self.notify(message, title=f"{event.worker.group} failed", severity="error", timeout=10)
             if event.worker.group == "load":
