@@ -373,3 +373,34 @@ def test_cli_build_search_export_and_errors(capsys, tmp_path, tiny_model_dir):
     assert main(["structured", "build-db", "--run", str(run), "--model", str(tiny_model_dir), "--quiet",
                  "--seqlen", "32", "--device", "cpu"]) == 2
     assert "another model, data or level settings" in capsys.readouterr().err
+
+
+def test_generation_counts_and_the_best_record_name_the_log_as_it_is(tmp_path):
+    """Each GenerationDone counts the first stage's scored and rejected candidates (the parent among the scored),
+    and a new best's record is the log row where it won its last stage."""
+    from engine.search import events as ev
+    from engine.search.control import Control
+    from engine.search.store import RunStore
+    from engine.structured.search import StructuredSearch, StructuredSettings
+    from fake_engine import SHAPES, SlowScores, StructuredScores, _samples
+
+    seen = []
+    store = RunStore(tmp_path / "run", "structured")
+    settings = StructuredSettings(target=0.5, generations=4, offspring=6, stages="3:64:32,1:128:64")
+    search = StructuredSearch(settings, SHAPES, store, StructuredScores(SlowScores(0.0, _samples())),
+                              on_event=seen.append)
+    search.run(Control())
+    log = store.candidates()
+    done = [e for e in seen if isinstance(e, ev.GenerationDone)]
+    assert len(done) == 4
+    for event in done:
+        first = [c for c in log if c.generation == event.generation and c.stage == 0]
+        rejected = sum(c.fitness is None for c in first)
+        cached_parent = 0 if event.generation == 0 else 1
+        assert (event.scored, event.rejected) == (len(first) - rejected + cached_parent, rejected)
+    assert sum(e.rejected for e in done) > 0  # the fake rejects a quarter of them
+    bests = [e.candidate for e in seen if isinstance(e, ev.NewBest)]
+    assert bests
+    for best in bests:
+        row = log[best.index]
+        assert (row.text, row.stage, row.fitness) == (best.text, 1, best.fitness)

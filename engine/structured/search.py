@@ -119,6 +119,8 @@ class StructuredSearch(CheckpointedSearch):
 
     def record(self, state, cand) -> bool:
         state["scores"][f"{cand.stage}|{cand.text}"] = cand.fitness  # None: rejected, out of the race
+        if cand.stage == len(self.settings.stages) - 1:
+            state.setdefault("final_rows", {})[cand.text] = cand.index  # the log row a winner's record names
         return False  # the best is the winner of a whole generation (see _end_generation)
 
     def advance(self, state: dict) -> None:
@@ -127,6 +129,8 @@ class StructuredSearch(CheckpointedSearch):
         spec = self.settings.stages[stage]
         score = lambda t: state["scores"][f"{stage}|{t}"]  # noqa: E731
         ranked = sorted((t for t in state["pool"] if score(t) is not None), key=lambda t: (score(t), t))
+        if stage == 0:  # what the generation's GenerationDone counts (the parent among them, scored before)
+            state["first_stage"] = [len(ranked), len(state["pool"]) - len(ranked)]
         state["pool"] = ranked[: spec.survivors]
         if not ranked:  # every candidate of the stage was rejected: the parent stays
             self._end_generation(state, None, None)
@@ -142,13 +146,15 @@ class StructuredSearch(CheckpointedSearch):
     def _end_generation(self, state: dict, winner: str | None, fitness: float | None) -> None:
         if winner is not None:
             structure = Structure.parse(winner, self.shapes)
-            record = asdict(ev.Candidate(state["evaluated"], state["generation"], winner, fitness,
+            row = state.get("final_rows", {}).get(winner, state["evaluated"])  # (checkpoints of older versions)
+            record = asdict(ev.Candidate(row, state["generation"], winner, fitness,
                                          tuple(self.fractions(structure)), stage=len(self.settings.stages) - 1))
             state["parent"] = winner
             if state["best"] is None or fitness < state["best"]["fitness"]:
                 state["best"] = record
                 self.on_event(ev.NewBest(ev.Candidate.from_json(record)))
-        self.on_event(ev.GenerationDone(state["generation"], fitness, None, state["candidates"], 0))
+        scored, rejected = state.pop("first_stage", (state["candidates"], 0))
+        self.on_event(ev.GenerationDone(state["generation"], fitness, None, scored, rejected))
         state["generation"] += 1
         if state["generation"] >= self.settings.generations:
             state["done"] = True
