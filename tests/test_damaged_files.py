@@ -84,7 +84,8 @@ def test_corrupt_run_folder_recipe_and_level_database(capsys, tmp_path, tiny_mod
         capsys, ["export", "--recipe", str(recipe), "--out", str(tmp_path / "out"), "--quiet"])
 
     structured = tmp_path / "structured"
-    assert main(["structured", "build-db", "--run", str(structured), "--model", str(tiny_model_dir), *TINY]) == 0
+    build = ["structured", "build-db", "--run", str(structured), "--model", str(tiny_model_dir), *TINY]
+    assert main(build) == 0
     umask = os.umask(0)
     os.umask(umask)
     assert {(p.stat().st_mode & 0o777) for p in (structured / "db").iterdir()} == {0o666 & ~umask}
@@ -95,7 +96,13 @@ def test_corrupt_run_folder_recipe_and_level_database(capsys, tmp_path, tiny_mod
     saved = {path: path.read_bytes() for path in (block, index, manifest)}
     tensors = load_file(block)
     save_file({k: v for k, v in tensors.items() if k != "attn.2.o_proj"}, block)
-    assert "block-001.safetensors is damaged" in one_line_error(capsys, export)
+    line = one_line_error(capsys, export)
+    assert "block-001.safetensors lacks 1 of its" in line and f"build-db --run {structured}`" in line
+    stale = structured / "db" / ".block-002.safetensors.k7x_"  # a killed build's temporary file
+    stale.write_bytes(b"partial")
+    assert main(build) == 0  # builds that block again
+    assert block.read_bytes() == saved[block] and not stale.exists()
+    capsys.readouterr()
     index.write_text(json.dumps({**json.loads(saved[index]), "heads": []}))
     assert "index.json is corrupt: it lacks blocks" in one_line_error(capsys, export)
     manifest.write_text("[]")

@@ -41,14 +41,15 @@ def estimate_bytes(shapes: Shapes, itemsize: int) -> int:
 
 def build_database(session, folder: str | Path, shapes: Shapes, progress: Progress = no_progress,
                    check=lambda *a: None) -> LevelDatabase:
-    """Calibrate (with Hessians) and write every block's levels to `folder`; blocks already written by
-    an interrupted build are kept. `check` is called between blocks and may raise to stop."""
+    """Calibrate (with Hessians) and write the levels of every block that is not yet in `folder` whole (an
+    interrupted build's, or a damaged one's), then the index. `check` is called between blocks and may raise to
+    stop."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "index.json").exists():
-        return LevelDatabase(folder)
+    for stale in folder.glob(".block-*.safetensors.*"):  # the temporary file of a build that was killed
+        stale.unlink()
     blocks = decoder_blocks(session.model)
-    todo = [b for b in blocks if not _intact(_block_path(folder, b.index))]
+    todo = [b for b in blocks if _damage(_block_path(folder, b.index), shapes)]
     heads: dict[int, dict[int, list[int]]] = {}
     if todo:
         with session.lock:  # the dense weights are read: no pruning of this session meanwhile
@@ -142,7 +143,13 @@ class LevelDatabase:
         if len(self.heads) != self.shapes.layers or any(set(block) != levels for block in self.heads):
             raise WorkbenchError(f"{path} is corrupt: it lacks blocks or attention levels")
         for block in range(self.shapes.layers):
-            check_safetensors(_block_path(self.folder, block))
+            damage = _damage(_block_path(self.folder, block), self.shapes)
+            if damage:
+                raise WorkbenchError(f"{damage}; {self.rebuild}")
+
+    @property
+    def rebuild(self) -> str:
+        return f"`dsa-workbench structured build-db --run {self.folder.parent}` builds what is damaged again"
 
     def weights(self, block: int, kind: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept unit indices, OBS-updated o_proj / down_proj weight over their columns)."""
@@ -152,8 +159,7 @@ class LevelDatabase:
             with safe_open(path, "pt") as fh:
                 return fh.get_tensor(f"{kind}.{level}.{unit}"), fh.get_tensor(f"{kind}.{level}.{name}")
         except SafetensorError as exc:
-            raise WorkbenchError(f"{path} is damaged ({exc}): delete {self.folder} and build it again "
-                                 "(dsa-workbench structured build-db)") from exc
+            raise WorkbenchError(f"{path} is damaged ({exc}); {self.rebuild}") from exc
 
     def kept_kv_heads(self, block: int, level: int) -> list[int]:
         per_kv = self.shapes.heads // self.shapes.kv_heads
@@ -176,12 +182,19 @@ class LevelDatabase:
         return tuple(p / dense for p in self.block_params(structure))
 
 
-def _intact(path: Path) -> bool:
+def _damage(path: Path, shapes: Shapes) -> str | None:
+    """What is wrong with a block's file; None when it is whole and holds every level."""
     try:
         check_safetensors(path)
-    except WorkbenchError:
-        return False
-    return True
+        with safe_open(path, "pt") as fh:
+            names = set(fh.keys())
+    except (WorkbenchError, SafetensorError) as exc:
+        return str(exc)
+    expected = {f"{kind}.{level}.{name}" for kind, levels, units in
+                (("attn", shapes.heads, ("heads", "o_proj")), ("mlp", shapes.mlp_levels, ("neurons", "down_proj")))
+                for level in range(levels + 1) for name in units}
+    missing = len(expected - names)
+    return f"{path} lacks {missing} of its {len(expected)} tensors" if missing else None
 
 
 def _block_path(folder: Path, index: int) -> Path:

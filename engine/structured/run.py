@@ -204,12 +204,17 @@ def open_session(source: RunSource, dtype: str, device: str, progress: Progress,
 def build_run_database(run: str | Path, source: RunSource, *, session: Session | None = None, dtype: str = "auto",
                        device: str = "auto", progress: Progress = no_progress,
                        status: Callable[[str], None] = lambda m: None, check=lambda *a: None) -> LevelDatabase:
-    """Create (or finish) the level database of `run`, printing its size estimate first."""
+    """Create (or finish, or mend) the level database of `run`, printing its size estimate first."""
     folder = StructuredRun(run)
     folder.claim(source)
     if folder.has_database:
-        status(f"level database already built in {folder.db_folder}")
-        return LevelDatabase(folder.db_folder)
+        try:
+            db = LevelDatabase(folder.db_folder)
+        except WorkbenchError as exc:
+            status(f"building the damaged parts of the level database again ({exc})")
+        else:
+            status(f"level database already built in {folder.db_folder}")
+            return db
     session = session or open_session(source, dtype, device, progress, status)
     shapes = Shapes.of(session.model.config, source.mlp_levels)
     need = estimate_bytes(shapes, next(session.model.parameters()).element_size())
