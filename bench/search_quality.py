@@ -35,8 +35,9 @@ the baselines to a run without it (`--strategies none` scores only them). bench/
 Which fitness picks what holds up: the 20 best distinct candidates of the stored anytime runs of a model (by
 whole-fitness-split perplexity, every strategy and seed pooled) are scored by perplexity and by KL to the dense
 model on the first 512 and 1,024 tokens, on the whole 2,048-token fitness split, and on an 8,192-token fitness
-split, and on the held-out split; the Spearman correlation of each with held-out perplexity, among those 20,
-goes to the "fidelity" key.
+split (all from one forward over the 8,192 tokens, whose first 2,048 are the default split), and on the held-out
+split; the Spearman correlation of each with held-out perplexity, among those 20, goes to the "fidelity" key.
+Each candidate's row is stored once measured, and a run started again measures only the rows it lacks.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import math
 import platform
 import random
 import shutil
@@ -421,6 +423,7 @@ def anytime_table() -> None:
 
 
 FIDELITY_TOP = 20
+FIDELITY_TOKENS = (512, 1024, 2048, 8192)  # first tokens of the fitness split each measure reads
 
 
 def fidelity(args) -> None:
@@ -435,30 +438,35 @@ def fidelity(args) -> None:
                     if key not in pool or c.fitness < pool[key].fitness:
                         pool[key] = c
         top = sorted(pool.values(), key=lambda c: c.fitness)[:FIDELITY_TOP]
+        with stored_results() as out:  # rows measured before (an interrupted run) are kept, by text
+            measured = {r["text"]: r for r in out.get("fidelity", {}).get(label, {}).get("rows", [])}
         source = gemma_gguf(args.gguf) if label == "gemma" else None
-        loaded = load_model(source, dtype=args.dtype, device=args.device)
-        sessions = {2048: Session(loaded, DataConfig()), 8192: Session(loaded, DataConfig(fitness_tokens=8192))}
+        # the first 2,048 tokens of this fitness split are the default's whole one (the same documents, in order)
+        session = Session(load_model(source, dtype=args.dtype, device=args.device),
+                          DataConfig(fitness_tokens=FIDELITY_TOKENS[-1]))
+        reference = session.dense_reference("fitness")
+        seqlen = session.data.seqlen
         rows = []
         for c in top:
-            row = {"text": c.text, "held_out": sessions[2048].score(c.text, ANYTIME_TARGET, "wanda")[1]}
-            sessions[2048].restore()
-            for split, session in sessions.items():  # one model: each session leaves it dense for the other
-                session.prune(session.allocate(c.text, ANYTIME_TARGET, "wanda"), "wanda")
-                for tokens in ((512, 1024, None) if split == 2048 else (None,)):
-                    name = f"{tokens or split}"
-                    row[f"ppl {name}"] = session.perplexity("fitness", tokens=tokens)
-                    row[f"kl {name}"] = session.kl("fitness", tokens=tokens)
-                session.restore()
+            row = measured.get(c.text)
+            if row is None:
+                row = {"text": c.text, "held_out": session.score(c.text, ANYTIME_TARGET, "wanda")[1]}
+                kl, nll = reference.window_losses(session.model)  # the model as pruned for held-out, one forward
+                for tokens in FIDELITY_TOKENS:
+                    n = tokens // seqlen
+                    row[f"ppl {tokens}"] = math.exp(nll[:n].sum().item() / (n * (seqlen - 1)))
+                    row[f"kl {tokens}"] = kl[:n].sum().item() / (n * seqlen)
             rows.append(row)
             print(f"  {len(rows)}/{len(top)} " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "text"),
                   flush=True)
-        held = [r["held_out"] for r in rows]
-        measures = [k for k in rows[0] if k.startswith(("ppl", "kl"))]
-        spearmans = {m: spearman([r[m] for r in rows], held) for m in measures}
-        with stored_results() as out:
-            out.setdefault("fidelity", {})[label] = {"top": len(rows), "runs": [r.name for r in runs],
-                                                     "spearman_with_held_out": spearmans, "rows": rows}
-        print(json.dumps(spearmans, indent=1), flush=True)
+            entry = {"top": len(top), "runs": [r.name for r in runs], "rows": rows}
+            if len(rows) == len(top):
+                held = [r["held_out"] for r in rows]
+                entry["spearman_with_held_out"] = {m: spearman([r[m] for r in rows], held)
+                                                   for m in rows[0] if m.startswith(("ppl", "kl"))}
+                print(json.dumps(entry["spearman_with_held_out"], indent=1), flush=True)
+            with stored_results() as out:
+                out.setdefault("fidelity", {})[label] = entry
 
 
 def main() -> None:

@@ -74,20 +74,30 @@ class DenseReference:
         return self.log_probs.numel() * self.log_probs.element_size()
 
     @torch.no_grad()
-    def kl(self, model, progress: Progress = no_progress, windows: int | None = None) -> float:
-        """Mean over tokens of KL(dense || model), on the first `windows` windows (default all)."""
-        total, count = 0.0, 0
-        batches = self.windows[:windows].split(self.batch_size)
-        seqlen = self.windows.shape[1]
+    def window_losses(self, model, progress: Progress = no_progress,
+                      windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per window (the first `windows`, default all), from one forward of `model`: the summed KL(dense ||
+        model) over its positions, and its summed next-token cross entropy (the last position has no target)."""
+        chosen = self.windows[:windows]
+        seqlen = chosen.shape[1]
+        kl, nll = torch.zeros(chosen.numel(), dtype=torch.float64), torch.zeros(chosen.numel(), dtype=torch.float64)
+        batches = chosen.split(self.batch_size)
         for i, batch in enumerate(batches):
             offset = i * self.batch_size * seqlen
+            targets = torch.cat([batch[:, 1:], torch.full_like(batch[:, :1], -100)], dim=1).flatten()
             for start, stop, logits in _head_chunks(model, batch):
                 log_q = F.log_softmax(logits, dim=-1)
                 log_p = self.log_probs[offset + start:offset + stop].to(log_q.device).float()
-                total += (log_p.exp() * (log_p - log_q)).sum().item()
-            count += batch.numel()
+                kl[offset + start:offset + stop] = (log_p.exp() * (log_p - log_q)).sum(dim=-1).cpu()
+                part = targets[start:stop].to(log_q.device)
+                nll[offset + start:offset + stop] = F.nll_loss(log_q, part, ignore_index=-100, reduction="none").cpu()
             progress("kl", i + 1, len(batches))
-        return total / count
+        return kl.view(-1, seqlen).sum(dim=1), nll.view(-1, seqlen).sum(dim=1)
+
+    def kl(self, model, progress: Progress = no_progress, windows: int | None = None) -> float:
+        """Mean over tokens of KL(dense || model), on the first `windows` windows (default all)."""
+        per_window = self.window_losses(model, progress, windows)[0]
+        return per_window.sum().item() / (len(per_window) * self.windows.shape[1])
 
 
 def kl_between(dense, model, windows: torch.Tensor, *, batch_size: int = 4, progress: Progress = no_progress) -> float:

@@ -189,6 +189,23 @@ def test_pruning_raises_perplexity_and_kl(tiny_session):
     assert tiny_session.perplexity() != dense_ppl
 
 
+def test_one_forward_gives_each_windows_kl_and_cross_entropy(tiny_session):
+    """DenseReference.window_losses: summed over any first windows, the KL and the perplexity of those windows."""
+    import math
+
+    from engine.evaluation import DenseReference, perplexity
+
+    windows = tiny_session.windows("evaluation")  # 4 windows of 64 tokens
+    dense = DenseReference(tiny_session.model, windows, batch_size=3)  # batches across the windows' ends
+    tiny_session.prune(tiny_session.allocate("uniform", 0.8), "magnitude")
+    kl, nll = dense.window_losses(tiny_session.model)
+    assert kl.shape == nll.shape == (4,) and bool((kl > 0).all())
+    for n in (1, 2, 4):
+        assert kl[:n].sum().item() / (n * 64) == pytest.approx(dense.kl(tiny_session.model, windows=n), rel=1e-6)
+        assert math.exp(nll[:n].sum().item() / (n * 63)) == pytest.approx(
+            perplexity(tiny_session.model, windows[:n]), rel=1e-5)
+
+
 def test_kl_on_a_prefix_holds_only_that_prefix_of_dense_predictions(tiny_session):
     # a report's KL on the first 128 tokens of a long evaluation split must not store the whole split's
     from engine.evaluation import DenseReference, kl_between
