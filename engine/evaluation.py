@@ -35,6 +35,12 @@ def _head_chunks(model, batch: torch.Tensor):
         yield start, start + logits.shape[0], logits
 
 
+def _next_tokens(batch: torch.Tensor) -> torch.Tensor:
+    """The target of each flattened position of `batch`: position j predicts token j+1, and the last position of
+    each window, which has none, gets -100 (the losses' ignore_index)."""
+    return torch.cat([batch[:, 1:], torch.full_like(batch[:, :1], -100)], dim=1).flatten()
+
+
 @torch.no_grad()
 def perplexity(model, windows: torch.Tensor, *, batch_size: int = 4, progress: Progress = no_progress,
                stage: str = "perplexity") -> float:
@@ -42,8 +48,7 @@ def perplexity(model, windows: torch.Tensor, *, batch_size: int = 4, progress: P
     total, count = 0.0, 0
     batches = windows.split(batch_size)
     for i, batch in enumerate(batches):
-        # position j predicts token j+1: the last position of each window has no target
-        targets = torch.cat([batch[:, 1:], torch.full_like(batch[:, :1], -100)], dim=1).flatten()
+        targets = _next_tokens(batch)
         for start, stop, logits in _head_chunks(model, batch):
             part = targets[start:stop].to(logits.device)
             total += F.cross_entropy(logits, part, ignore_index=-100, reduction="sum").item()
@@ -84,7 +89,7 @@ class DenseReference:
         batches = chosen.split(self.batch_size)
         for i, batch in enumerate(batches):
             offset = i * self.batch_size * seqlen
-            targets = torch.cat([batch[:, 1:], torch.full_like(batch[:, :1], -100)], dim=1).flatten()
+            targets = _next_tokens(batch)
             for start, stop, logits in _head_chunks(model, batch):
                 log_q = F.log_softmax(logits, dim=-1)
                 log_p = self.log_probs[offset + start:offset + stop].to(log_q.device).float()
