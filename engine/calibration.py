@@ -84,14 +84,24 @@ class StatsCollector:
 def calibrate(model, blocks: list[Block], windows: torch.Tensor, *, hessians: bool = False,
               batch_size: int = 4, progress: Progress = no_progress) -> CalibrationStats:
     """Run `windows` ([n, seqlen] token ids) through the dense model with hooks on every block.
-    `progress("calibration", tokens done, tokens in all)` after every batch."""
+    `progress("calibration", tokens done, tokens in all)` after every block of every batch (a batch's tokens
+    counted in proportion to the blocks it has passed), so a callback that raises ends it within one block."""
     collector = StatsCollector(blocks, hessians)
-    done = 0
+    total, done, batch_tokens = windows.numel(), 0, 0
+
+    def passed(k: int):
+        def hook(module, args, output):
+            progress("calibration", done + batch_tokens * (k + 1) // len(blocks), total)
+        return hook
+
+    handles = [block.module.register_forward_hook(passed(k)) for k, block in enumerate(blocks)]
     try:
         for batch in windows.split(batch_size):
+            batch_tokens = batch.numel()
             model.model(input_ids=batch.to(input_device(model)), use_cache=False)
-            done += batch.numel()
-            progress("calibration", done, windows.numel())
+            done += batch_tokens
     finally:
+        for handle in handles:
+            handle.remove()
         stats = collector.close(max(done, 1))
     return stats

@@ -86,6 +86,29 @@ def test_a_forward_that_fails_inside_a_block_leaves_no_pruned_weight_behind(tiny
     assert all(torch.equal(lin.weight, dense[n]) for b in tiny_session.blocks for n, lin in b.linears.items())
 
 
+def test_calibration_reports_after_every_block_and_a_raising_callback_ends_it_there(tiny_session):
+    from engine.calibration import calibrate
+
+    model, blocks, windows = tiny_session.model, tiny_session.blocks, tiny_session.windows("calibration")
+    assert windows.shape == (8, 64) and len(blocks) == 3  # two batches of 4 windows, three blocks
+    calls = []
+    whole = calibrate(model, blocks, windows, progress=lambda *call: calls.append(call))
+    assert calls == [("calibration", done, 512) for done in (85, 170, 256, 341, 426, 512)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_second_batch(stage, done, total):
+        if done > 256:
+            raise Stop
+
+    with pytest.raises(Stop):
+        calibrate(model, blocks, windows, progress=stop_in_second_batch)
+    assert not any(b.module._forward_hooks or lin._forward_pre_hooks for b in blocks for lin in b.linears.values())
+    again = calibrate(model, blocks, windows)  # nothing of the abandoned run is left in the model
+    assert all(torch.equal(again.sq_sums[n], whole.sq_sums[n]) for n in whole.sq_sums)
+
+
 def test_block_runner_gives_the_models_own_hidden_states(tiny_session):
     x = tiny_session.windows("calibration")[:5]
     runner = BlockRunner(tiny_session.model, tiny_session.blocks, x, batch_size=2)  # batches of 2, 2, 1

@@ -549,7 +549,7 @@ async def test_structured_pane_runs_stages_and_plots_kept_heads_and_neurons():
 
 
 async def test_structured_pause_resume_stop_act_on_the_pane_in_view():
-    api = FakeAPI(candidate_seconds=0.3)
+    api = FakeAPI(candidate_seconds=2.0)  # the run (about 12 candidates) outlasts a busy machine's slow keys
     app = app_with(api)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.info is not None)
