@@ -95,6 +95,18 @@ def test_help_for_every_command(capsys):
         assert "--json" in capsys.readouterr().out
 
 
+def test_options_without_a_command_are_the_tuis(monkeypatch):
+    from workbench import commands
+
+    ran = []
+    monkeypatch.setattr(commands, "run", lambda args: ran.append(args) or 0)
+    assert main([]) == 0 and main(["--cluster", "local", "--workers", "2"]) == 0
+    assert [a.command for a in ran] == ["tui", "tui"] and (ran[1].cluster, ran[1].workers) == ("local", 2)
+    with pytest.raises(SystemExit) as exit_:  # --help alone is still the list of commands
+        main(["--help"])
+    assert exit_.value.code == 0
+
+
 def test_default_dtype_on_cpu_is_float32(capsys, tmp_path, tiny_model_dir):
     out = tmp_path / "p"
     assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(out), "--no-eval",

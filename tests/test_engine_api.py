@@ -100,6 +100,31 @@ def test_real_engine_stop_while_preparing_writes_nothing(tiny_model_dir, tiny_da
     assert controller.join(scaled(60)) and controller.state == "finished"
 
 
+def test_a_cluster_is_reached_in_the_search_thread_so_the_tui_does_not_wait_for_ray(api, tmp_path, monkeypatch):
+    import threading
+
+    from engine.errors import WorkbenchError
+    from engine.search import cluster
+
+    reached, release = [], threading.Event()
+
+    def slow_then_unreachable(address, workers, cpus_per_worker=None):  # starting Ray takes seconds
+        reached.append(threading.current_thread().name)
+        release.wait(scaled(30))
+        raise WorkbenchError(f"cannot reach the Ray cluster at {address}: refused")
+
+    monkeypatch.setattr(cluster, "connect", slow_then_unreachable)
+    seen, said = [], []
+    params = (api.search_settings(sparsity=0.6, population=2, generations=1),
+              RunOptions(str(tmp_path / "run"), cluster="127.0.0.1:1"))
+    controller = api.start_search(*params, [], seen.append, said.append)  # returns while Ray is reached
+    assert wait_for(lambda: reached) and reached == ["dsa-search"] and controller.state == "preparing"
+    assert any(m.startswith("connecting to Ray (127.0.0.1:1)") for m in said)
+    release.set()
+    assert controller.join(scaled(30)) and states(seen)[-1] == "failed"
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in seen[-1].message and not (tmp_path / "run").exists()
+
+
 def test_lm_eval_draws_no_bar_of_its_own_unless_verbose(api, capfd):
     import logging
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -615,3 +616,32 @@ async def test_a_result_computed_for_the_target_before_a_settings_change_is_drop
         app.post_message(CompareDone("uniform", 2.0, None, {}, (0.7, "wanda")))
         assert await wait_until(pilot, lambda: str(table.get_cell("uniform", "ppl")) == "2.000")
         assert str(table.get_cell("owl", "ppl")) == "—"
+
+
+@pytest.mark.slow
+async def test_a_search_on_a_local_ray_cluster_runs_from_the_tui(tiny_model_dir, tiny_data, tmp_path):
+    """`dsa-workbench --cluster local` on the real engine: Ray starts in the search's thread under Textual's
+    capture of stderr, which has no file descriptor (pytest's fault handler is off here, as it is in the TUI,
+    so Ray's driver meets the TUI's conditions; ray.init failed on them), and the search finishes."""
+    import faulthandler
+
+    import ray
+
+    from workbench.contract import RunOptions
+    from workbench.engine_api import EngineAPI
+
+    api = EngineAPI(str(tiny_model_dir), tiny_data, device="cpu")
+    settings = api.search_settings(sparsity=0.6, population=4, generations=2)
+    options = RunOptions(str(tmp_path / "run"), cluster="local", workers=1)
+    app = make_app(AppConfig(settings, options, redraw_s=0.1), api)
+    faulthandler.disable()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            assert await wait_until(pilot, lambda: app.info is not None, timeout=60)
+            await pilot.press("s")
+            assert await wait_until(pilot, lambda: app.dsa.state in ("finished", "failed"), timeout=300)
+            assert app.dsa.state == "finished", app.status_text
+            assert len(app.query_one(Leaderboard).candidates) >= 4 and (tmp_path / "run" / "final.json").is_file()
+    finally:
+        ray.shutdown()
+        faulthandler.enable(sys.__stderr__)

@@ -17,10 +17,10 @@ EXIT_USAGE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["tui"])
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["tui", *argv]  # options without a command are the TUI's
+    args = build_parser().parse_args(argv)
     from workbench import commands  # heavy imports (torch, transformers) only once a command runs
 
     try:
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    tui = sub.add_parser("tui", help="the keyboard-driven workbench (the default with no command)",
+    tui = sub.add_parser("tui", help="the keyboard-driven workbench (the default: `dsa-workbench --model M` "
+                                     "is `dsa-workbench tui --model M`)",
                          description="Opens the TUI: live plots, search control, leaderboard, function editor, "
                                      "comparison and export. Press ? inside for every key.")
     _model_args(tui)

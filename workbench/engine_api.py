@@ -143,16 +143,16 @@ class EngineAPI:
     def start_search(self, settings: SearchSettings, options: RunOptions, seeds: list[str], on_event, status,
                      progress: Progress = no_progress) -> SearchController:
         """Open a new search with `settings` and the `seeds` in its first population, or resume the stored one
-        (`options.resume`, its own settings), and start it: it prepares its caches in its own thread, announcing
-        every state through `on_event`."""
+        (`options.resume`, its own settings), and start it: it prepares its caches (or reaches `options.cluster` and
+        starts its workers) in its own thread, announcing every state through `on_event`."""
         session = self._session()
         self._one_search_at_a_time()
         settings = None if options.resume else replace(settings, seeds=settings.seeds + tuple(seeds),
                                                        model=session.loaded.source)  # (repeats dropped)
         cluster = options.cluster or None  # with a cluster the workers load the model themselves
         controller = search_controller(options.run, settings, session=None if cluster else session, cluster=cluster,
-                                       workers=options.workers or None, dtype=self.dtype, on_event=on_event,
-                                       progress=progress, status=status)
+                                       workers=options.workers or None, connect_now=False, dtype=self.dtype,
+                                       on_event=on_event, progress=progress, status=status)
         return self._started(controller)
 
     @user_errors

@@ -12,8 +12,10 @@ Needs the `cluster` extra (`pip install 'dsa-workbench[cluster]'`).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import socket
+import sys
 from typing import Callable
 
 from engine.errors import WorkbenchError
@@ -29,8 +31,9 @@ MAX_RETRIES = 3  # a candidate whose actor died this often is rejected (it may b
 
 def connect(address: str, workers: int | None, cpus_per_worker: int | None = None) -> tuple[object, int, bool]:
     """(ray module, number of workers, whether they get a GPU each) for `address` ("local" or a Ray
-    address); one line when Ray is missing or the cluster cannot be reached. Call it first from the main
-    thread (Ray installs signal handlers there); later calls reuse the connection."""
+    address); one line when Ray is missing or the cluster cannot be reached. The CLI calls it first on its
+    main thread (where Ray installs its signal handlers), the TUI in a search's thread (Ray does without them
+    there); later calls reuse the connection."""
     try:
         import ray
     except ImportError as exc:
@@ -40,6 +43,10 @@ def connect(address: str, workers: int | None, cpus_per_worker: int | None = Non
     if ray.is_initialized() and (_connected.get("address") != address or address == "local" and workers and
                                  ray.cluster_resources().get("CPU", 0) < workers * (cpus_per_worker or 1)):
         ray.shutdown()  # connected elsewhere, or too small, for an earlier search of this process: start again
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+        # as Ray's driver does, but on the process's own stderr: under the TUI sys.stderr is Textual's capture,
+        # which has no file descriptor, and ray.init fails on it
+        faulthandler.enable(sys.__stderr__)
     try:
         if not ray.is_initialized():
             quiet = dict(log_to_driver=False, logging_level=logging.ERROR)

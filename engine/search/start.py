@@ -28,14 +28,16 @@ def stored_settings(store: RunStore) -> SearchSettings:
 
 def search_controller(run: str, settings: SearchSettings | None = None, *, dtype: str = "auto",
                       device: str = "auto", device_map: str | None = None, session: Session | None = None,
-                      cluster: str | None = None, workers: int | None = None,
+                      cluster: str | None = None, workers: int | None = None, connect_now: bool = True,
                       on_event: Callable[[object], None] = lambda e: None, progress: Progress = no_progress,
                       status: Callable[[str], None] = lambda m: None) -> SearchController:
     """A new search in `run` (settings given) or the one stored there (settings None: resume).
 
     Candidates are scored on `session` (the TUI's loaded model), on a model loaded here (on `device`,
     or spread over every GPU with `device_map`), or with `cluster` ("local": every GPU of this box, or
-    CPU workers; or a Ray address) by `workers` Ray workers holding a model each."""
+    CPU workers; or a Ray address) by `workers` Ray workers holding a model each. With `connect_now` (the CLI,
+    on its main thread) the cluster is reached here, so an unreachable one is one line before any work; without
+    (the TUI, whose main thread draws the screen: starting Ray takes seconds) in the search's thread."""
     store = RunStore(run)
     if settings is None:
         settings = stored_settings(store)
@@ -44,10 +46,10 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, dtype
         store.check_new()
     if session is not None and (session.data != settings.data or session.loaded.source != settings.model):
         raise WorkbenchError(f"run {run} was made with another model or other data settings than the loaded ones")
-    if cluster:
+    if cluster and connect_now:
         from engine.search.cluster import connect
 
-        connect(cluster, workers)  # at once: an unreachable cluster is one line, before any work
+        connect(cluster, workers)
 
     def scorer(session: Session) -> SessionEvaluator:
         return SessionEvaluator(session, settings.sparsity, settings.metric, settings.fitness, settings.stage_tokens)
@@ -60,7 +62,8 @@ def search_controller(run: str, settings: SearchSettings | None = None, *, dtype
         if cluster:
             from engine.search.cluster import ClusterEvaluator
 
-            status(f"starting Ray workers ({cluster}); each loads the model and builds its caches")
+            status(f"connecting to Ray ({cluster}) and starting its workers; each loads the model and builds its "
+                   "caches")
             evaluator = ClusterEvaluator(cluster, lambda: scorer(Session(load_model(settings.model, dtype=dtype),
                                                                              settings.data)), workers, report=on_event)
         else:
