@@ -232,6 +232,50 @@ def test_the_hybrid_search_evolves_functions_then_refines_the_best_as_a_profile_
     assert [(c.text, c.fitness, c.stage) for c in resumed] == [(c.text, c.fitness, c.stage) for c in whole]
 
 
+class GroupScores(HashScores):
+    """HashScores whose functions give each block's two groups (a third and two thirds of its weights) one
+    ratio each, as a `| groups` function may: their profiles come back per group, whatever was asked."""
+
+    def unit_params(self, granularity):
+        return WEIGHTS if granularity == "block" else [p for w in WEIGHTS for p in (w // 4, w - w // 4)]
+
+    def profiles(self, texts, granularity):
+        return [None if isinstance(r, str) else profile_text([v for x in r for v in (x, x)])
+                for r in self.ratios(texts)]
+
+    def _ratios(self, text):
+        values = parse_block_form(text)[1] if is_block_form(text) else ()
+        if len(values) == 2 * len(WEIGHTS):  # a group profile: each block's weighted mean
+            g = self.unit_params("group")
+            return [(values[2 * i] * g[2 * i] + values[2 * i + 1] * g[2 * i + 1]) / w for i, w in enumerate(WEIGHTS)]
+        return super()._ratios(text)
+
+
+def test_the_hybrid_refines_a_function_per_group_where_the_function_gives_the_groups_their_own_ratios(tmp_path):
+    log, _ = run_search(tmp_path, GroupScores(), strategy="hybrid", population=4, generations=4, stages="512:2")
+    profiles = [c for c in log if c.generation >= 2]
+    group_weights = GroupScores().unit_params("group")
+    assert profiles
+    for c in profiles:  # per group, switches moving equal weights between groups (texts rounded to 4 decimals)
+        values = parse_block_form(c.text)[1]
+        assert len(values) == 2 * len(WEIGHTS)
+        assert weighted_mean(values, group_weights) == pytest.approx(0.7, abs=1e-4)
+
+
+def test_a_groups_function_comes_out_per_group_as_a_profile_and_a_plain_one_per_block(tiny_session):
+    from engine.search.evaluator import SessionEvaluator
+
+    evaluator = SessionEvaluator(tiny_session, 0.7, "wanda", "ppl")
+    blocks = len(tiny_session.blocks)
+    split, plain = "abs | mean | no_op | lam=0.2 | groups", "abs | mean | no_op | lam=0.2"
+    for granularity, (per_split, per_plain) in (("block", (2, 1)), ("group", (2, 2)), ("linear", (7, 7))):
+        for text, per_block in ((split, per_split), (plain, per_plain)):
+            profile = evaluator.profiles([text], granularity)[0]
+            assert len(parse_block_form(profile)[1]) == per_block * blocks
+            function = tiny_session.allocate(text, 0.7).linear_ratios  # the profile is the function's allocation
+            assert tiny_session.allocate(profile, 0.7).linear_ratios == pytest.approx(function, abs=1e-4)
+
+
 def test_protect_baseline_picks_its_level_on_the_fitness_split(tiny_session):
     allocation = tiny_session.allocate("first", 0.6, "wanda")
     assert allocation.method.startswith("first:") and float(allocation.method[6:]) in protect_levels(0.6)

@@ -44,3 +44,14 @@ def unit_means(blocks: list[Block], granularity: str, linear_ratios: dict[str, f
     sizes = {n: lin.weight.numel() for b in blocks for n, lin in b.linears.items()}
     return [sum(linear_ratios[n] * sizes[n] for n in unit) / sum(sizes[n] for n in unit)
             for unit in unit_linears(blocks, granularity)]
+
+
+def exact_granularity(blocks: list[Block], coarsest: str, linear_ratios: dict[str, float]) -> str:
+    """`coarsest`, or the first finer granularity whose every unit's linears share one ratio: the one whose
+    unit means are the allocation itself (a `| groups` function, asked for per block, comes out per group)."""
+    order = list(UNITS_PER_BLOCK)
+    for granularity in order[order.index(coarsest):-1]:
+        units = unit_linears(blocks, granularity)
+        if all(max(linear_ratios[n] for n in u) - min(linear_ratios[n] for n in u) <= 1e-9 for u in units):
+            return granularity
+    return order[-1]

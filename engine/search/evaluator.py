@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from engine.allocation.profiles import TUNED, profile_text, tuning_grid
-from engine.allocation.units import unit_means, unit_params
+from engine.allocation.units import exact_granularity, unit_means, unit_params
 from engine.choices import FITNESS
 from engine.errors import WorkbenchError
 from engine.progress import Progress, no_progress
@@ -27,7 +27,8 @@ class Evaluator(Protocol):
         ...
 
     def profiles(self, texts: list[str], granularity: str) -> list[str | None]:
-        """Each text's allocation as a profile of `granularity`; None where it cannot allocate."""
+        """Each text's allocation as a profile of `granularity`, or finer where its allocation needs it to stay
+        what it is (engine.allocation.units.exact_granularity); None where it cannot allocate."""
         ...
 
     def distilled(self, methods: list[str]) -> list[str]:
@@ -102,15 +103,17 @@ class SessionEvaluator:
         return unit_params(self.session.blocks, granularity)
 
     def profiles(self, texts: list[str], granularity: str) -> list[str | None]:
-        """Each allocation's linear ratios averaged over every unit (their weighted mean)."""
+        """Each allocation's linear ratios averaged over every unit (their weighted mean), the units those of
+        `granularity` or of the first finer one that holds the allocation exactly."""
         out = []
+        blocks = self.session.blocks
         for text in texts:
             try:
-                allocation = self.session.allocate(text, self.sparsity, self.metric)
+                ratios = self.session.allocate(text, self.sparsity, self.metric).linear_ratios
             except WorkbenchError:
                 out.append(None)
                 continue
-            out.append(profile_text(unit_means(self.session.blocks, granularity, allocation.linear_ratios)))
+            out.append(profile_text(unit_means(blocks, exact_granularity(blocks, granularity, ratios), ratios)))
         return out
 
     def distilled(self, methods: list[str]) -> list[str]:

@@ -11,7 +11,8 @@
   `population` offspring by level switches that keep the mean at the target, the best of parent and
   offspring is the next parent;
 - hybrid: evolution for the first half of the generations, then the profile search from the best
-  function's block ratios.
+  function's allocation, per `granularity` or finer where the function needs it (a `| groups` function gives
+  a block's attention and MLP their own ratios: refined per block, it would lose them).
 
 Every generation may go through selection stages (`stages`, multi-fidelity): all candidates are scored on
 the first few fitness tokens, the best go on to more tokens, and only the full fitness split ranks
@@ -29,8 +30,8 @@ from typing import Callable
 
 from engine.allocation import AllocationFunction
 from engine.allocation.mapping import check_target
-from engine.allocation.profiles import TUNED
-from engine.allocation.units import UNITS_PER_BLOCK
+from engine.allocation.profiles import TUNED, parse_block_form
+from engine.allocation.units import UNITS_PER_BLOCK, granularity_of
 from engine.choices import (DEFAULT_FITNESS, DEFAULT_GENERATIONS, DEFAULT_GRANULARITY, DEFAULT_LEVEL_STEP,
                             DEFAULT_METRIC, DEFAULT_POPULATION, DEFAULT_SEARCH_STAGES, DEFAULT_STRATEGY, FITNESS,
                             GRANULARITIES, STRATEGIES)
@@ -281,9 +282,11 @@ class Search(CheckpointedSearch):
             return
         if self.settings.strategy == "hybrid" and state["generation"] == self.settings.hybrid_switch:
             best = state["population"][0]  # the parent of the profile phase: the best function's allocation
-            profile = self.evaluator.profiles([best["text"]], self.settings.granularity)[0]
+            profile = self.evaluator.profiles([best["text"]], self.settings.granularity)[0]  # (finer if need be)
             state["population"] = [{**best, "text": profile}]
-            state["weights"] = self.evaluator.unit_params(self.settings.granularity)
+            blocks = len(self.evaluator.unit_params("block"))
+            units = granularity_of(len(parse_block_form(profile)[1]), blocks)
+            state["weights"] = self.evaluator.unit_params(units)
         rng = restore_rng(state["rng"])
         self._start_generation(state, self._offspring(state, rng))
         state["rng"] = rng_state(rng)
