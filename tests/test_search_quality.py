@@ -233,7 +233,7 @@ def test_the_hybrid_search_evolves_functions_then_refines_the_best_as_a_profile_
 
 
 class GroupScores(HashScores):
-    """HashScores whose functions give each block's two groups (a third and two thirds of its weights) one
+    """HashScores whose functions give each block's two groups (a quarter and three quarters of its weights) one
     ratio each, as a `| groups` function may: their profiles come back per group, whatever was asked."""
 
     def unit_params(self, granularity):
